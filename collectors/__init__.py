@@ -1,0 +1,1 @@
+"""Measurements: layer and fused-kernel microbenchmarks, links, whole-model ground truth."""

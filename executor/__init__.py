@@ -1,0 +1,1 @@
+"""Running a split plan: stage sub-models, pipelined workers, measured vs planned."""

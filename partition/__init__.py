@@ -1,0 +1,1 @@
+"""Task graphs of Keras models, cost models and split algorithms."""

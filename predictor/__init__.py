@@ -1,0 +1,1 @@
+"""Per-layer latency prediction: LayerSpec, features, per-type regressors, bundles."""
