@@ -1,0 +1,309 @@
+"""Exact dynamic programming over downsets (ideals) of the DAG, any number of devices.
+
+**Latency** (any assignment): the nodes are added one at a time in a topological order chosen
+to keep the *frontier* small (nodes already placed whose tensor a later node still needs);
+every prefix of that order is a downset. The state is, for each frontier node, the device it
+runs on and the set of devices its tensor has already been sent to; a later consumer on a
+device not in that set pays the transfer once and adds the device. States with the same
+frontier placement and fewer sends at no lower cost are dominated and dropped. The optimum
+over all states at the end is exact.
+
+**Throughput** (pipeline: edges only go to the same or a later device): a stage assignment is a
+chain of downsets ``I_1 <= I_2 <= ... <= I_k``, device i holding ``I_i - I_{i-1}``. The chains
+are searched stage by stage by depth-first branch and bound: the downsets containing the
+current one are enumerated by including or excluding the smallest available node (each
+downset once, never materialising pairs of downsets); a device's compute and the transfers
+into it only grow as its stage grows, so a branch stops as soon as one of them reaches the
+best period found so far. The search is exhaustive up to that bound, hence exact.
+``states`` counts DP states (latency) or search nodes (throughput).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from partition.cost import evaluate_indexed, objective_value
+from partition.problem import IndexedProblem, PlanError, Problem
+from partition.solution import Solution, stopwatch
+
+#: The latency DP gives up beyond this many live states at one step (see ``max_states``).
+MAX_STATES = 2_000_000
+#: The throughput search gives up beyond this many search nodes.
+MAX_SEARCH_NODES = 50_000_000
+
+
+def dp(problem: Problem, objective: str, max_states: int = MAX_STATES) -> Solution:
+    """Exact optimum of ``objective`` ('latency' or 'throughput') for any number of devices."""
+    ip = problem.indexed
+    with stopwatch() as elapsed:
+        if objective == "latency":
+            devices, states = _latency(ip, max_states)
+        elif objective == "throughput":
+            devices, states = _throughput(ip)
+        else:
+            raise PlanError(f"unknown objective {objective!r}: use latency or throughput")
+        value = objective_value(evaluate_indexed(ip, devices), objective)
+    return Solution("dp", objective, tuple(devices), value, elapsed(), exact=True, states=states)
+
+
+# --- latency ----------------------------------------------------------------------------------
+
+
+def low_frontier_order(ip: IndexedProblem) -> list[int]:
+    """A topological order that greedily keeps few placed nodes with unplaced consumers.
+
+    Among the available nodes it takes the one that closes the most frontier nodes (it is
+    their last unplaced consumer) and opens the fewest (has consumers itself); ties go to the
+    smaller index, so a chain keeps its order.
+    """
+    missing = [len(p) for p in ip.preds]
+    unplaced_succs = [len(s) for s in ip.succs]
+    available = sorted(u for u in range(ip.n) if missing[u] == 0)
+    order = []
+    while available:
+        def score(v):
+            closes = sum(1 for u in ip.preds[v] if unplaced_succs[u] == 1)
+            return (-(closes - (1 if ip.succs[v] else 0)), v)
+
+        v = min(available, key=score)
+        available.remove(v)
+        order.append(v)
+        for u in ip.preds[v]:
+            unplaced_succs[u] -= 1
+        for w in ip.succs[v]:
+            missing[w] -= 1
+            if missing[w] == 0:
+                available.append(w)
+    return order
+
+
+def _latency(ip: IndexedProblem, max_states: int) -> tuple[list[int], int]:
+    k = ip.k
+    order = low_frontier_order(ip)
+    remaining = [len(s) for s in ip.succs]  # consumers not yet placed
+    frontier: list[int] = []  # nodes whose tensor is still needed, aligned with state tuples
+    # state: tuple of (device, sent-mask) per frontier node -> cost; back[i][state] = (prev, d)
+    states: dict[tuple, float] = {(): 0.0}
+    back: list[dict[tuple, tuple[tuple, int]]] = []
+    explored = 0
+    for v in order:
+        slots = [frontier.index(u) for u in ip.preds[v]]
+        for u in ip.preds[v]:
+            remaining[u] -= 1
+        closing = {i for i, u in enumerate(frontier) if remaining[u] == 0}
+        keep = [i for i in range(len(frontier)) if i not in closing]
+        opens = bool(ip.succs[v])
+        choices = [0] if ip.is_input[v] else range(k)
+        new_states: dict[tuple, float] = {}
+        new_back: dict[tuple, tuple[tuple, int]] = {}
+        compute_v = ip.compute[v]
+        transfer = ip.transfer
+        for state, cost in states.items():
+            for d in choices:
+                total = cost + compute_v[d]
+                entries = list(state)
+                for slot in slots:
+                    u = frontier[slot]
+                    du, sent = entries[slot]
+                    if du != d and not sent >> d & 1:
+                        total += transfer[u][du][d]
+                        entries[slot] = (du, sent | 1 << d)
+                sent_v = 0
+                if ip.is_output[v] and d != 0:
+                    total += transfer[v][d][0]
+                    sent_v = 1
+                key = tuple(entries[i] for i in keep)
+                if opens:
+                    key += ((d, sent_v),)
+                explored += 1
+                if total < new_states.get(key, float("inf")):
+                    new_states[key] = total
+                    new_back[key] = (state, d)
+        states = _drop_dominated(new_states)
+        if len(states) > max_states:
+            raise PlanError(
+                f"latency dp needs more than {max_states} states at node {v}: the graph is too "
+                "wide for an exact answer; coarsen it or use dads (exact for 2 devices)"
+            )
+        back.append(new_back)
+        frontier = [frontier[i] for i in keep] + ([v] if opens else [])
+    assert not frontier or all(remaining[u] == 0 for u in frontier)
+    final = min(states, key=states.get)
+    devices = [0] * ip.n
+    for v, step in zip(reversed(order), reversed(back)):
+        final, devices[v] = step[final]
+    return devices, explored
+
+
+def _drop_dominated(states: dict[tuple, float]) -> dict[tuple, float]:
+    """Drop a state when one with the same placements, superset sends and lower cost exists."""
+    if len(states) < 2:
+        return states
+    groups: dict[tuple, list[tuple[tuple, float]]] = {}
+    for key, cost in states.items():
+        groups.setdefault(tuple(d for d, _ in key), []).append((key, cost))
+    kept: dict[tuple, float] = {}
+    for members in groups.values():
+        if len(members) == 1:
+            kept[members[0][0]] = members[0][1]
+            continue
+        members.sort(key=lambda kc: kc[1])
+        survivors: list[tuple[tuple, float]] = []
+        for key, cost in members:
+            if not any(
+                all(s & m == m for (_, s), (_, m) in zip(other, key)) for other, _ in survivors
+            ):
+                survivors.append((key, cost))
+        kept.update(survivors)
+    return kept
+
+
+# --- throughput -------------------------------------------------------------------------------
+
+
+def _throughput(ip: IndexedProblem) -> tuple[list[int], int]:
+    search = _PipelineSearch(ip)
+    return search.run()
+
+
+class _PipelineSearch:
+    """Depth-first branch and bound over chains of downsets (see the module docstring)."""
+
+    def __init__(self, ip: IndexedProblem):
+        self.ip = ip
+        n, k = ip.n, ip.k
+        self.dev = [-1] * n
+        self.sent = [0] * n  # devices each tensor has been sent to
+        self.missing = [len(p) for p in ip.preds]  # unassigned predecessors
+        self.open_succs = [len(s) for s in ip.succs]  # unassigned successors
+        self.device_load = [0.0] * k
+        self.link_load = [[0.0] * k for _ in range(k)]
+        # for the last stage: compute and returns of everything still unassigned
+        self.unassigned_compute_last = sum(ip.compute[u][k - 1] for u in range(n))
+        self.unassigned_return_last = sum(
+            ip.transfer[u][k - 1][0] for u in range(n) if ip.is_output[u])
+        # transfers into the last stage from open assigned nodes, per source device
+        self.open_into_last = [0.0] * k
+        # lower bound helper: sum over unassigned nodes of the cheapest device's compute
+        self.best_value = float("inf")
+        self.best: list[int] | None = None
+        self.nodes = 0
+
+    def run(self) -> tuple[list[int], int]:
+        ip = self.ip
+        # incumbent: everything on the first device
+        self.best = [0] * ip.n
+        self.best_value = objective_value(evaluate_indexed(ip, self.best), "throughput")
+        inputs = [u for u in range(ip.n) if ip.is_input[u]]
+        for u in inputs:
+            self._assign(u, 0)
+        available = sorted(
+            u for u in range(ip.n) if self.dev[u] < 0 and self.missing[u] == 0)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 4 * ip.n + 1000))
+        try:
+            self._stage(0, available, self._current_max())
+        finally:
+            sys.setrecursionlimit(limit)
+        return list(self.best), self.nodes
+
+    def _current_max(self) -> float:
+        return max(max(self.device_load), max(max(row) for row in self.link_load))
+
+    def _assign(self, v: int, i: int) -> list:
+        """Put v on device i; return an undo record."""
+        ip = self.ip
+        k = ip.k
+        undo = []
+        self.dev[v] = i
+        self.device_load[i] += ip.compute[v][i]
+        self.unassigned_compute_last -= ip.compute[v][k - 1]
+        for u in ip.preds[v]:
+            a = self.dev[u]
+            if a != i and not self.sent[u] >> i & 1:
+                self.link_load[a][i] += ip.transfer[u][a][i]
+                self.sent[u] |= 1 << i
+                undo.append(u)
+            self.open_succs[u] -= 1
+            if self.open_succs[u] == 0:
+                self.open_into_last[a] -= ip.transfer[u][a][k - 1]
+        if ip.succs[v]:
+            self.open_into_last[i] += ip.transfer[v][i][k - 1]
+        if ip.is_output[v]:
+            self.unassigned_return_last -= ip.transfer[v][k - 1][0]
+            if i != 0:
+                self.link_load[i][0] += ip.transfer[v][i][0]
+        for w in ip.succs[v]:
+            self.missing[w] -= 1
+        return undo
+
+    def _unassign(self, v: int, undo: list) -> None:
+        ip = self.ip
+        k = ip.k
+        i = self.dev[v]
+        for w in ip.succs[v]:
+            self.missing[w] += 1
+        if ip.is_output[v]:
+            self.unassigned_return_last += ip.transfer[v][k - 1][0]
+            if i != 0:
+                self.link_load[i][0] -= ip.transfer[v][i][0]
+        if ip.succs[v]:
+            self.open_into_last[i] -= ip.transfer[v][i][k - 1]
+        for u in ip.preds[v]:
+            a = self.dev[u]
+            if self.open_succs[u] == 0:
+                self.open_into_last[a] += ip.transfer[u][a][k - 1]
+            self.open_succs[u] += 1
+        for u in undo:
+            a = self.dev[u]
+            self.link_load[a][i] -= ip.transfer[u][a][i]
+            self.sent[u] &= ~(1 << i)
+        self.unassigned_compute_last += ip.compute[v][k - 1]
+        self.device_load[i] -= ip.compute[v][i]
+        self.dev[v] = -1
+
+    def _stage(self, i: int, available: list[int], current: float) -> None:
+        """Enumerate the nodes device i takes, then go on to device i + 1."""
+        ip = self.ip
+        if i == ip.k - 1:
+            self._last_stage(current)
+            return
+        self._grow(i, sorted(available), [], current)
+
+    def _grow(self, i: int, available: list[int], excluded: list[int], current: float) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_SEARCH_NODES:
+            raise PlanError("throughput dp search exceeded its node budget: graph too wide")
+        if current >= self.best_value:
+            return
+        if not available:
+            self._stage(i + 1, excluded, current)
+            return
+        v, rest = available[0], available[1:]
+        # include v on device i
+        undo = self._assign(v, i)
+        new_current = max(current, self.device_load[i], self.link_load[i][0],
+                          *(self.link_load[a][i] for a in range(i)))
+        if new_current < self.best_value:
+            enabled = [w for w in self.ip.succs[v] if self.missing[w] == 0]
+            self._grow(i, sorted(rest + enabled), excluded, new_current)
+        self._unassign(v, undo)
+        # exclude v from device i (it and its descendants go to later devices)
+        self._grow(i, rest, excluded + [v], current)
+
+    def _last_stage(self, current: float) -> None:
+        ip = self.ip
+        k = ip.k
+        last = k - 1
+        value = max(
+            current,
+            self.device_load[last] + self.unassigned_compute_last,
+            self.link_load[last][0] + self.unassigned_return_last if last != 0 else 0.0,
+            *(self.link_load[a][last] + self.open_into_last[a] for a in range(last)),
+        )
+        if value < self.best_value:
+            assignment = [d if d >= 0 else last for d in self.dev]
+            # recompute exactly (the running sums are only used for pruning)
+            exact = objective_value(evaluate_indexed(ip, assignment), "throughput")
+            if exact < self.best_value:
+                self.best_value, self.best = exact, assignment
