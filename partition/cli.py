@@ -54,5 +54,60 @@ def graph_command(
     typer.echo(f"unmodelled  {', '.join(summary['unmodelled']) or 'none'}")
 
 
+@app.command("plan")
+@user_errors
+def plan_command(
+    model: str = typer.Argument(..., help="keras.applications name or a .keras/.h5 file"),
+    device: list[str] = typer.Option(
+        ..., "--device", help="NAME=PROFILE[:xFACTOR] in pipeline order, repeat per device"),
+    link: list[str] = typer.Option([], "--link", help="A-B=FILE link profile (JSON)"),
+    mbps: Optional[float] = typer.Option(None, help="bandwidth of every link not given by --link"),
+    rtt_ms: Optional[float] = typer.Option(None, "--rtt-ms", help="round-trip time of those links"),
+    costs: Optional[str] = typer.Option(
+        None, help="JSON of measured costs {compute_ms: {node: {device: ms}}} instead of profiles"),
+    objective: str = typer.Option("latency", help="latency or throughput"),
+    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, brute or all"),
+    out: Optional[str] = typer.Option(None, help="folder to write plan-<algorithm>.json into"),
+    as_json: bool = typer.Option(False, "--json", help='print {"plans": [plan, ...]}'),
+    input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
+    batch: int = typer.Option(1, min=1, help="batch size (tensor bytes scale with it)"),
+) -> None:
+    """Split MODEL across devices: one table comparing the algorithms and single devices."""
+    from pathlib import Path
+
+    from partition.costs import DeviceSpec, load_costs, parse_links, problem_from_graph
+    from partition.graph import TaskGraph
+    from partition.planner import DEFAULT_ALGORITHMS, make_plans, single_device_baselines
+    from predictor.model_source import load_model
+
+    specs = [DeviceSpec.parse(d) for d in device]
+    links = parse_links([d.name for d in specs], link, mbps, rtt_ms)
+    table = load_costs(costs) if costs else None
+    algorithms = list(DEFAULT_ALGORITHMS) if algorithm == "all" else [algorithm]
+    tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
+    problem = problem_from_graph(tg, specs, links, table)
+    plans = make_plans(problem, objective, algorithms)
+    if out:
+        for plan in plans:
+            plan.save(Path(out) / f"plan-{plan.algorithm}.json")
+    if as_json:
+        echo_json({"plans": [plan.to_dict() for plan in plans]})
+        return
+    unit = "latency ms" if objective == "latency" else "period ms"
+    baselines = single_device_baselines(problem, objective)
+    best_single = min(b.value for b in baselines)
+    typer.echo(f"{tg.name}: {len(tg)} nodes, objective {objective}; devices "
+               + ", ".join(f"{d.name}={d.label}" for d in specs))
+    typer.echo(f"{'plan':20s} {unit:>12s} {'speed-up':>9s} {'solver ms':>10s} {'exact':>6s}  stages")
+    for b in baselines:
+        typer.echo(f"{'only ' + b.device:20s} {b.value:12.3f} {best_single / b.value:9.2f}x")
+    for plan in plans:
+        stages = " | ".join(f"{s['device']}:{len(s['nodes'])}" for s in plan.stages)
+        typer.echo(f"{plan.algorithm:20s} {plan.value:12.3f} {best_single / plan.value:9.2f}x "
+                   f"{plan.solver_ms:10.1f} {str(plan.exact):>6s}  {stages}")
+    if out:
+        typer.echo(f"plans written to {out}/")
+
+
 def main() -> None:
     app()

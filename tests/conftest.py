@@ -6,9 +6,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    """Layer names restart in every test, and memory of big models is released."""
+@pytest.fixture
+def fresh_keras_session():
+    """Layer names restart in the test, and memory of big models is released after it."""
     import keras
 
     keras.backend.clear_session()

@@ -15,6 +15,8 @@ from partition.cli import app as partition_app
 from predictor.cli import app as predictor_app
 from predictor.features import RECORD_COLUMNS
 
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,6 +8,8 @@ from partition.graph import TaskGraph
 from predictor.errors import ModelLoadError, SpecError
 from predictor.model_source import application_names, load_model
 
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+
 
 def config_graph(model):
     """Reference nodes and edges read from model.get_config(), independent of the graph walker.

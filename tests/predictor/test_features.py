@@ -9,6 +9,8 @@ import pytest
 from predictor.errors import SpecError
 from predictor.features import RECORD_COLUMNS, SPEC_COLUMNS, LayerSpec
 
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+
 
 def spec_of(layer, shape, batch=1):
     layer(keras.Input(shape))

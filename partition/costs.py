@@ -1,0 +1,169 @@
+"""Where the numbers of a partition problem come from: devices, compute costs, links.
+
+A device is ``NAME=SOURCE[:xFACTOR]``. SOURCE is a predictor device profile (e.g.
+``cpu-1t-tensorflow``) or, when a costs file is given, one of its device columns; the optional
+factor scales the compute times (``:x4`` = 4x slower than the source, ``:x0.5`` = twice as fast;
+a what-if approximation, labelled so in the plan note). Plain ``NAME`` means ``NAME=NAME``.
+
+A costs file is JSON, either ``{"compute_ms": {node: {column: ms}}}`` or a plan file (its
+``nodes[*].compute_ms`` are reused). Input nodes may be left out (they cost nothing).
+
+A link is ``A-B=FILE``: JSON ``{"latency_ms": .., "mbps": ..}`` for both directions, or
+``{"up": {...}, "down": {...}}`` with up = A->B. Pairs without ``--link`` use ``--mbps`` and
+``--rtt-ms`` (one-way latency = rtt / 2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from partition.graph import TaskGraph
+from partition.problem import Link, PlanError, Problem
+
+_DEVICE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)(=(?P<source>[A-Za-z0-9_.\-]+))?"
+                     r"(:x(?P<factor>[0-9]*\.?[0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    source: str
+    factor: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "DeviceSpec":
+        match = _DEVICE.match(text.strip())
+        if not match:
+            raise PlanError(f"device {text!r} is not NAME=PROFILE[:xFACTOR], "
+                            "e.g. edge=cpu-1t-tensorflow:x4 (names: letters, digits, _ and .)")
+        factor = float(match["factor"]) if match["factor"] else 1.0
+        if factor <= 0:
+            raise PlanError(f"device {text!r}: the factor must be > 0")
+        return cls(match["name"], match["source"] or match["name"], factor)
+
+    @property
+    def label(self) -> str:
+        return self.source + (f" x{self.factor:g} (what-if scaling)" if self.factor != 1 else "")
+
+
+def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
+    """Read a costs file (see the module docstring) as node -> column -> ms."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError(f"costs file {str(path)!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PlanError(f"costs file {str(path)!r} is not JSON: {exc}") from None
+    try:
+        if isinstance(data, dict) and "compute_ms" in data:
+            table = data["compute_ms"]
+        elif isinstance(data, dict) and "nodes" in data:
+            table = {node["name"]: node["compute_ms"] for node in data["nodes"]}
+        else:
+            raise PlanError(
+                f"costs file {str(path)!r} has neither 'compute_ms' nor 'nodes': expected "
+                '{"compute_ms": {"<node>": {"<device>": ms}}}')
+        costs = {str(node): {str(col): float(ms) for col, ms in row.items()}
+                 for node, row in table.items()}
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise PlanError(f"costs file {str(path)!r} is malformed: {exc}") from None
+    return costs
+
+
+def parse_links(devices: Sequence[str], link_args: Sequence[str], mbps: float | None,
+                rtt_ms: float | None) -> dict[tuple[str, str], Link]:
+    """One Link per ordered device pair from ``--link A-B=FILE`` and ``--mbps/--rtt-ms``."""
+    links: dict[tuple[str, str], Link] = {}
+    for arg in link_args:
+        pair, sep, file = arg.partition("=")
+        if not sep:
+            raise PlanError(f"link {arg!r} is not A-B=FILE")
+        a, b = _split_pair(pair, devices)
+        up, down = _read_link_file(file)
+        links[(a, b)], links[(b, a)] = up, down
+    for a in devices:
+        for b in devices:
+            if a != b and (a, b) not in links:
+                if mbps is None:
+                    raise PlanError(f"no link between {a} and {b}: give --link {a}-{b}=FILE "
+                                    "or --mbps (and --rtt-ms) for all pairs")
+                links[(a, b)] = Link((rtt_ms or 0.0) / 2, mbps)
+    return links
+
+
+def _split_pair(pair: str, devices: Sequence[str]) -> tuple[str, str]:
+    for a in devices:
+        if pair.startswith(a + "-") and pair[len(a) + 1:] in devices and pair[len(a) + 1:] != a:
+            return a, pair[len(a) + 1:]
+    raise PlanError(f"link {pair!r} does not name two of the devices {list(devices)} as A-B")
+
+
+def _read_link_file(file: str) -> tuple[Link, Link]:
+    path = Path(file)
+    try:
+        data = json.loads(path.read_text())
+        if "up" in data:
+            return (Link(float(data["up"]["latency_ms"]), float(data["up"]["mbps"])),
+                    Link(float(data["down"]["latency_ms"]), float(data["down"]["mbps"])))
+        link = Link(float(data["latency_ms"]), float(data["mbps"]))
+        return link, link
+    except FileNotFoundError:
+        raise PlanError(f"link profile {file!r} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PlanError(f"link profile {file!r} is malformed ({exc}): expected "
+                        '{"latency_ms": .., "mbps": ..} or {"up": {..}, "down": {..}}') from None
+
+
+def predicted_costs(tg: TaskGraph, profile: str) -> dict[str, float]:
+    """Per-node compute time (ms) predicted for a device profile by its trained bundle."""
+    from dnnsplit_datasets import profiles
+
+    raise PlanError(
+        f"no trained predictor for device profile {profile!r} (shipped profiles: "
+        f"{', '.join(profiles()) or 'none yet'}); give measured costs with --costs FILE"
+    )
+
+
+def problem_from_graph(
+    tg: TaskGraph,
+    devices: Sequence[DeviceSpec],
+    links: Mapping[tuple[str, str], Link],
+    costs: Mapping[str, Mapping[str, float]] | None = None,
+) -> Problem:
+    """The partition problem of a task graph for the given devices, links and cost source."""
+    if not devices:
+        raise PlanError("give at least one --device")
+    inputs = set(tg.input_nodes)
+    compute: dict[str, dict[str, float]] = {n: {} for n in tg.nodes}
+    for device in devices:
+        if costs is None:
+            column = predicted_costs(tg, device.source)
+        else:
+            column = {}
+            for node in tg.nodes:
+                row = costs.get(node)
+                if row is None and node not in inputs:
+                    raise PlanError(f"costs file has no row for node {node!r} of {tg.name}: "
+                                    "is it for another model?")
+                if row is not None and device.source not in row and node not in inputs:
+                    raise PlanError(f"costs file has no column {device.source!r} for node "
+                                    f"{node!r} (columns: {', '.join(sorted(row))})")
+                column[node] = (row or {}).get(device.source, 0.0)
+        for node in tg.nodes:
+            compute[node][device.name] = column[node] * device.factor
+    return Problem.build(
+        nodes=tg.nodes,
+        edges=list(tg.graph.edges),
+        devices=[d.name for d in devices],
+        compute_ms=compute,
+        output_bytes={n: tg.graph.nodes[n]["output_bytes"] for n in tg.nodes},
+        links=links,
+        input_nodes=tg.input_nodes,
+        output_nodes=tg.output_nodes,
+        node_types={n: tg.graph.nodes[n]["layer_type"] for n in tg.nodes},
+    )

@@ -1,0 +1,56 @@
+"""Run one or several algorithms on a problem and compare them with single-device baselines.
+
+>>> plans = make_plans(problem, "latency", ["dp", "dads", "neurosurgeon"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from partition.brute import brute
+from partition.cost import evaluate, objective_value
+from partition.dads import dads
+from partition.dp import dp
+from partition.neurosurgeon import neurosurgeon
+from partition.plan import Plan
+from partition.problem import PlanError, Problem
+from partition.solution import OBJECTIVES, Solution
+
+ALGORITHMS: dict[str, Callable[[Problem, str], Solution]] = {
+    "dp": dp,
+    "dads": dads,
+    "neurosurgeon": neurosurgeon,
+    "brute": brute,
+}
+#: What ``--algorithm all`` runs (brute force is for tests).
+DEFAULT_ALGORITHMS = ("dp", "dads", "neurosurgeon")
+TWO_DEVICE_ONLY = frozenset({"dads", "neurosurgeon"})
+
+
+def make_plans(problem: Problem, objective: str, algorithms: Sequence[str]) -> list[Plan]:
+    """One plan per algorithm; 2-device algorithms are skipped for k != 2 (only if several)."""
+    if objective not in OBJECTIVES:
+        raise PlanError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
+    for name in algorithms:
+        if name not in ALGORITHMS:
+            raise PlanError(f"unknown algorithm {name!r}: use {', '.join(ALGORITHMS)} or all")
+    runnable = [a for a in algorithms
+                if len(problem.devices) == 2 or a not in TWO_DEVICE_ONLY or len(algorithms) == 1]
+    return [Plan.from_solution(problem, ALGORITHMS[a](problem, objective)) for a in runnable]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    device: str
+    value: float
+
+
+def single_device_baselines(problem: Problem, objective: str) -> list[Baseline]:
+    """Everything (but the inputs, pinned to the first device) on one device, for each device."""
+    result = []
+    for device in problem.devices:
+        assignment = {n: (problem.devices[0] if n in problem.input_nodes else device)
+                      for n in problem.nodes}
+        result.append(Baseline(device, objective_value(evaluate(problem, assignment), objective)))
+    return result

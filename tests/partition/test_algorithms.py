@@ -1,0 +1,151 @@
+"""Exact algorithms agree with independent references on hundreds of random DAGs."""
+
+import math
+
+import pytest
+
+from partition.brute import brute
+from partition.cost import evaluate, evaluate_indexed
+from partition.dads import dads
+from partition.dp import dp, low_frontier_order
+from partition.neurosurgeon import neurosurgeon
+from partition.plan import Plan
+from partition.problem import Link, PlanError, Problem
+from random_problems import random_problem
+
+
+def close(a, b):
+    return math.isclose(a, b, rel_tol=1e-7, abs_tol=1e-4)
+
+
+CASES_K2 = [(seed, 2, 4 + seed % 8) for seed in range(120)]  # 4..11 nodes
+CASES_K3 = [(seed, 3, 3 + seed % 6) for seed in range(1000, 1090)]  # 3..8 nodes
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("seed, k, n", CASES_K2 + CASES_K3)
+def test_dp_equals_brute_force(seed, k, n, objective):
+    problem = random_problem(seed, n, k, edge_p=0.3 + (seed % 3) * 0.15,
+                             n_inputs=1 + (seed % 4 == 0))
+    exact, reference = dp(problem, objective), brute(problem, objective)
+    assert close(exact.value, reference.value)
+    predicted = evaluate(problem, exact.named(problem))
+    assert close(exact.value, predicted.latency_ms if objective == "latency"
+                 else predicted.period_ms)
+    if objective == "throughput":
+        assert predicted.monotone
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_dp_equals_min_cut_for_two_device_latency_on_larger_graphs(seed):
+    problem = random_problem(5000 + seed, 12 + seed % 10, 2, edge_p=0.15,
+                             n_inputs=1 + seed % 2, n_outputs=1 + seed % 3)
+    assert close(dp(problem, "latency").value, dads(problem, "latency").value)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("seed", range(60))
+def test_dp_is_never_worse_than_the_baselines(seed, objective):
+    problem = random_problem(7000 + seed, 6 + seed % 14, 2, edge_p=0.25)
+    best = dp(problem, objective).value
+    for baseline in (dads, neurosurgeon):
+        solution = baseline(problem, objective)
+        assert best <= solution.value + 1e-6
+        assert close(solution.value, evaluate_indexed(problem.indexed, solution.assignment)
+                     .latency_ms if objective == "latency"
+                     else evaluate_indexed(problem.indexed, solution.assignment).period_ms)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_plan_recomputes_to_its_own_prediction(seed):
+    k = 2 + seed % 2
+    problem = random_problem(9000 + seed, 8, k)
+    for objective in ("latency", "throughput"):
+        algorithms = (dp, dads, neurosurgeon) if k == 2 else (dp,)
+        for algorithm in algorithms:
+            plan = Plan.from_solution(problem, algorithm(problem, objective))
+            again = Plan.from_dict(plan.to_dict())
+            assert again.predicted == plan.predicted
+            assert again.assignment == plan.assignment
+
+
+def test_a_tampered_plan_is_refused():
+    problem = random_problem(1, 6, 2)
+    data = Plan.from_solution(problem, dp(problem, "latency")).to_dict()
+    data["predicted"]["latency_ms"] *= 0.5
+    with pytest.raises(PlanError, match="edited or is corrupt"):
+        Plan.from_dict(data)
+    data = Plan.from_solution(problem, dp(problem, "latency")).to_dict()
+    del data["edges"]
+    with pytest.raises(PlanError, match="malformed plan"):
+        Plan.from_dict(data)
+
+
+def chain_problem(costs_edge, costs_server, nbytes, mbps=8.0, latency=0.0):
+    n = len(costs_edge)
+    nodes = [f"v{i}" for i in range(n)]
+    return Problem.build(
+        nodes=nodes,
+        edges=list(zip(nodes, nodes[1:])),
+        devices=["edge", "server"],
+        compute_ms={v: {"edge": e, "server": s}
+                    for v, e, s in zip(nodes, costs_edge, costs_server)},
+        output_bytes=dict(zip(nodes, nbytes)),
+        links={("edge", "server"): Link(latency, mbps), ("server", "edge"): Link(latency, mbps)},
+        input_nodes=[nodes[0]],
+        output_nodes=[nodes[-1]],
+    )
+
+
+def test_hand_worked_chain():
+    # input (1000 B) -> a -> b (10 B out). 8 Mbps: 1000 B = 1 ms, 10 B = 0.01 ms.
+    problem = chain_problem([0, 4, 4], [0, 1, 1], [1000, 1000, 10])
+    solution = dp(problem, "latency")
+    assert solution.named(problem) == {"v0": "edge", "v1": "server", "v2": "server"}
+    assert close(solution.value, 1 + 1 + 1 + 0.01)  # send input, a, b, return the output
+    assert close(dp(problem, "throughput").value, 2.0)  # the server computes 2 ms per frame
+
+
+def test_two_device_algorithms_refuse_three_devices_and_unknown_objective():
+    problem = random_problem(3, 5, 3)
+    with pytest.raises(PlanError, match="2 devices"):
+        dads(problem, "latency")
+    with pytest.raises(PlanError, match="2 devices"):
+        neurosurgeon(problem, "latency")
+    with pytest.raises(PlanError, match="unknown objective"):
+        dp(problem, "energy")
+
+
+def test_low_frontier_order_is_topological():
+    problem = random_problem(11, 30, 2, edge_p=0.2)
+    ip = problem.indexed
+    order = low_frontier_order(ip)
+    position = {v: i for i, v in enumerate(order)}
+    assert sorted(order) == list(range(ip.n))
+    assert all(position[u] < position[v] for v in range(ip.n) for u in ip.preds[v])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda kw: kw["links"].pop(("server", "edge")), "no link server->edge"),
+        (lambda kw: kw["compute_ms"]["v1"].update(edge=-1), "finite numbers >= 0"),
+        (lambda kw: kw["compute_ms"]["v2"].pop("server"), "no compute cost"),
+        (lambda kw: kw["edges"].append(("v2", "v0")), "cycle|predecessors"),
+    ],
+)
+def test_inconsistent_problems_are_refused(change, message):
+    nodes = ["v0", "v1", "v2"]
+    kw = dict(nodes=nodes, edges=[("v0", "v1"), ("v1", "v2")], devices=["edge", "server"],
+              compute_ms={v: {"edge": 1.0, "server": 1.0} for v in nodes},
+              output_bytes={v: 10 for v in nodes},
+              links={("edge", "server"): Link(0, 10), ("server", "edge"): Link(0, 10)},
+              input_nodes=["v0"], output_nodes=["v2"])
+    change(kw)
+    with pytest.raises(PlanError, match=message):
+        Problem.build(**kw)
+
+
+def test_zero_bandwidth_link_is_refused():
+    with pytest.raises(PlanError, match="> 0 Mbps"):
+        Link(1.0, 0.0)
