@@ -66,7 +66,7 @@ def plan_command(
     costs: Optional[str] = typer.Option(
         None, help="JSON of measured costs {compute_ms: {node: {device: ms}}} instead of profiles"),
     objective: str = typer.Option("latency", help="latency or throughput"),
-    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, brute or all"),
+    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute or all"),
     out: Optional[str] = typer.Option(None, help="folder to write plan-<algorithm>.json into"),
     as_json: bool = typer.Option(False, "--json", help='print {"plans": [plan, ...]}'),
     input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),

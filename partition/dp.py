@@ -21,6 +21,7 @@ best period found so far. The search is exhaustive up to that bound, hence exact
 from __future__ import annotations
 
 import sys
+import time
 
 from partition.cost import evaluate_indexed, objective_value
 from partition.problem import IndexedProblem, PlanError, Problem
@@ -32,16 +33,54 @@ MAX_STATES = 2_000_000
 MAX_SEARCH_NODES = 50_000_000
 
 
-def dp(problem: Problem, objective: str, max_states: int = MAX_STATES) -> Solution:
-    """Exact optimum of ``objective`` ('latency' or 'throughput') for any number of devices."""
+#: Latency states before pruning, (k * 2^(k-1)) ** frontier, above which dp does not try.
+MAX_STATE_ESTIMATE = 10_000_000
+#: Default time limits (seconds) of the exact search and of the MILP that answers instead.
+EXACT_TIME_LIMIT_S = 10.0
+FALLBACK_TIME_LIMIT_S = 20.0
+
+
+class _TooWide(PlanError):
+    """The exact search gave up (state budget or time limit)."""
+
+
+def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
+       time_limit_s: float | None = EXACT_TIME_LIMIT_S,
+       fallback_time_s: float | None = FALLBACK_TIME_LIMIT_S) -> Solution:
+    """Exact optimum of ``objective`` ('latency' or 'throughput') for any number of devices.
+
+    When the graph is too wide for the exact search (more than ``max_states`` live states, or
+    longer than ``time_limit_s``), the answer comes from :func:`partition.milp.milp` with
+    ``fallback_time_s``: ``exact`` is then HiGHS's proof status and the note gives the gap.
+    With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
+    """
     ip = problem.indexed
+    if objective not in ("latency", "throughput"):
+        raise PlanError(f"unknown objective {objective!r}: use latency or throughput")
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     with stopwatch() as elapsed:
-        if objective == "latency":
-            devices, states = _latency(ip, max_states)
-        elif objective == "throughput":
-            devices, states = _throughput(ip)
-        else:
-            raise PlanError(f"unknown objective {objective!r}: use latency or throughput")
+        try:
+            if objective == "latency":
+                order = low_frontier_order(ip)
+                width = max_frontier(ip, order)
+                estimate = (ip.k * 2 ** (ip.k - 1)) ** width
+                if estimate > MAX_STATE_ESTIMATE:
+                    raise _TooWide(f"frontier of {width} tensors on {ip.k} devices: up to "
+                                   f"{estimate:.1e} states")
+                devices, states = _latency(ip, order, max_states, deadline)
+            else:
+                devices, states = _PipelineSearch(ip, deadline).run()
+        except _TooWide as exc:
+            if fallback_time_s is None:
+                raise PlanError(f"exact dp gave up: {exc}") from None
+            from partition.milp import milp
+
+            answer = milp(problem, objective, time_limit_s=fallback_time_s)
+            return Solution("dp", objective, answer.assignment, answer.value, elapsed(),
+                            exact=answer.exact, states=answer.states,
+                            note=f"exact dp gave up ({exc}); answered by MILP (HiGHS, "
+                                 f"{fallback_time_s:g} s limit)"
+                                 + (f": {answer.note}" if answer.note else ", proven optimal"))
         value = objective_value(evaluate_indexed(ip, devices), objective)
     return Solution("dp", objective, tuple(devices), value, elapsed(), exact=True, states=states)
 
@@ -77,9 +116,29 @@ def low_frontier_order(ip: IndexedProblem) -> list[int]:
     return order
 
 
-def _latency(ip: IndexedProblem, max_states: int) -> tuple[list[int], int]:
+def max_frontier(ip: IndexedProblem, order: list[int]) -> int:
+    """Largest number of placed nodes whose tensor is still needed, along ``order``."""
+    remaining = [len(s) for s in ip.succs]
+    live = widest = 0
+    for v in order:
+        for u in ip.preds[v]:
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                live -= 1
+        if ip.succs[v]:
+            live += 1
+        widest = max(widest, live)
+    return widest
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.perf_counter() > deadline:
+        raise _TooWide("time limit reached before the optimum was proven")
+
+
+def _latency(ip: IndexedProblem, order: list[int], max_states: int,
+             deadline: float | None = None) -> tuple[list[int], int]:
     k = ip.k
-    order = low_frontier_order(ip)
     remaining = [len(s) for s in ip.succs]  # consumers not yet placed
     frontier: list[int] = []  # nodes whose tensor is still needed, aligned with state tuples
     # state: tuple of (device, sent-mask) per frontier node -> cost; back[i][state] = (prev, d)
@@ -119,12 +178,10 @@ def _latency(ip: IndexedProblem, max_states: int) -> tuple[list[int], int]:
                 if total < new_states.get(key, float("inf")):
                     new_states[key] = total
                     new_back[key] = (state, d)
+        _check_deadline(deadline)
         states = _drop_dominated(new_states)
         if len(states) > max_states:
-            raise PlanError(
-                f"latency dp needs more than {max_states} states at node {v}: the graph is too "
-                "wide for an exact answer; coarsen it or use dads (exact for 2 devices)"
-            )
+            raise _TooWide(f"more than {max_states} live states")
         back.append(new_back)
         frontier = [frontier[i] for i in keep] + ([v] if opens else [])
     assert not frontier or all(remaining[u] == 0 for u in frontier)
@@ -161,16 +218,12 @@ def _drop_dominated(states: dict[tuple, float]) -> dict[tuple, float]:
 # --- throughput -------------------------------------------------------------------------------
 
 
-def _throughput(ip: IndexedProblem) -> tuple[list[int], int]:
-    search = _PipelineSearch(ip)
-    return search.run()
-
-
 class _PipelineSearch:
     """Depth-first branch and bound over chains of downsets (see the module docstring)."""
 
-    def __init__(self, ip: IndexedProblem):
+    def __init__(self, ip: IndexedProblem, deadline: float | None = None):
         self.ip = ip
+        self.deadline = deadline
         n, k = ip.n, ip.k
         self.dev = [-1] * n
         self.sent = [0] * n  # devices each tensor has been sent to
@@ -184,7 +237,10 @@ class _PipelineSearch:
             ip.transfer[u][k - 1][0] for u in range(n) if ip.is_output[u])
         # transfers into the last stage from open assigned nodes, per source device
         self.open_into_last = [0.0] * k
-        # lower bound helper: sum over unassigned nodes of the cheapest device's compute
+        # descendant_work[i][v]: compute of v and all its descendants, each on its cheapest
+        # device after i; divided by the devices left after i, a lower bound on the period
+        # once v is excluded from device i (it and its descendants must go later)
+        self.descendant_work = _descendant_work(ip)
         self.best_value = float("inf")
         self.best: list[int] | None = None
         self.nodes = 0
@@ -202,7 +258,7 @@ class _PipelineSearch:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 4 * ip.n + 1000))
         try:
-            self._stage(0, available, self._current_max())
+            self._stage(0, available, max(self._current_max(), 0.0))
         finally:
             sys.setrecursionlimit(limit)
         return list(self.best), self.nodes
@@ -268,13 +324,16 @@ class _PipelineSearch:
         if i == ip.k - 1:
             self._last_stage(current)
             return
-        self._grow(i, sorted(available), [], current)
+        self._grow(i, sorted(available), [], current, 0.0)
 
-    def _grow(self, i: int, available: list[int], excluded: list[int], current: float) -> None:
+    def _grow(self, i: int, available: list[int], excluded: list[int], current: float,
+              later_bound: float) -> None:
         self.nodes += 1
         if self.nodes > MAX_SEARCH_NODES:
-            raise PlanError("throughput dp search exceeded its node budget: graph too wide")
-        if current >= self.best_value:
+            raise _TooWide(f"more than {MAX_SEARCH_NODES} search nodes")
+        if self.nodes & 4095 == 1:  # the first node, then every 4096
+            _check_deadline(self.deadline)
+        if current >= self.best_value or later_bound >= self.best_value:
             return
         if not available:
             self._stage(i + 1, excluded, current)
@@ -286,10 +345,11 @@ class _PipelineSearch:
                           *(self.link_load[a][i] for a in range(i)))
         if new_current < self.best_value:
             enabled = [w for w in self.ip.succs[v] if self.missing[w] == 0]
-            self._grow(i, sorted(rest + enabled), excluded, new_current)
+            self._grow(i, sorted(rest + enabled), excluded, new_current, later_bound)
         self._unassign(v, undo)
         # exclude v from device i (it and its descendants go to later devices)
-        self._grow(i, rest, excluded + [v], current)
+        bound = max(later_bound, self.descendant_work[i][v])
+        self._grow(i, rest, excluded + [v], current, bound)
 
     def _last_stage(self, current: float) -> None:
         ip = self.ip
@@ -302,8 +362,33 @@ class _PipelineSearch:
             *(self.link_load[a][last] + self.open_into_last[a] for a in range(last)),
         )
         if value < self.best_value:
-            assignment = [d if d >= 0 else last for d in self.dev]
-            # recompute exactly (the running sums are only used for pruning)
-            exact = objective_value(evaluate_indexed(ip, assignment), "throughput")
-            if exact < self.best_value:
-                self.best_value, self.best = exact, assignment
+            # running sums; dp() recomputes the value of the final assignment exactly
+            self.best_value = value
+            self.best = [d if d >= 0 else last for d in self.dev]
+
+
+def _descendant_work(ip: IndexedProblem) -> list[list[float]]:
+    """[i][v] = sum over v and its descendants w of min_{d > i} compute[w][d] / (k - 1 - i)."""
+    import numpy as np
+
+    n, k = ip.n, ip.k
+    if k < 2 or n == 0:
+        return [[0.0] * n for _ in range(k)]
+    reach = [0] * n  # bitmask of v and its descendants
+    for v in range(n - 1, -1, -1):
+        mask = 1 << v
+        for w in ip.succs[v]:
+            mask |= reach[w]
+        reach[v] = mask
+    nbytes = (n + 7) // 8
+    bits = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in reach), dtype=np.uint8)
+    matrix = np.unpackbits(bits.reshape(n, nbytes), axis=1, bitorder="little")[:, :n]
+    compute = np.asarray(ip.compute, dtype=float)
+    result = []
+    for i in range(k):
+        if i >= k - 1:
+            result.append([0.0] * n)
+            continue
+        cheapest_later = compute[:, i + 1:].min(axis=1)
+        result.append(list(matrix.astype(float) @ cheapest_later / (k - 1 - i)))
+    return result

@@ -148,13 +148,17 @@ class Plan:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to ``path`` via a temporary file in the same folder and an atomic rename."""
+    return write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

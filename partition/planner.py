@@ -12,6 +12,7 @@ from partition.brute import brute
 from partition.cost import evaluate, objective_value
 from partition.dads import dads
 from partition.dp import dp
+from partition.milp import milp
 from partition.neurosurgeon import neurosurgeon
 from partition.plan import Plan
 from partition.problem import PlanError, Problem
@@ -21,9 +22,10 @@ ALGORITHMS: dict[str, Callable[[Problem, str], Solution]] = {
     "dp": dp,
     "dads": dads,
     "neurosurgeon": neurosurgeon,
+    "milp": milp,
     "brute": brute,
 }
-#: What ``--algorithm all`` runs (brute force is for tests).
+#: What ``--algorithm all`` runs (milp and brute force are references).
 DEFAULT_ALGORITHMS = ("dp", "dads", "neurosurgeon")
 TWO_DEVICE_ONLY = frozenset({"dads", "neurosurgeon"})
 

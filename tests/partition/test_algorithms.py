@@ -149,3 +149,25 @@ def test_inconsistent_problems_are_refused(change, message):
 def test_zero_bandwidth_link_is_refused():
     with pytest.raises(PlanError, match="> 0 Mbps"):
         Link(1.0, 0.0)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("seed, k", [(s, 2) for s in range(40)] + [(s, 3) for s in range(40, 80)])
+def test_dp_equals_milp_on_sixteen_node_graphs(seed, k, objective):
+    from partition.milp import milp
+
+    problem = random_problem(20_000 + seed, 16, k, edge_p=0.2 + (seed % 3) * 0.1,
+                             n_inputs=1 + seed % 2)
+    reference = milp(problem, objective)
+    assert reference.exact
+    assert close(dp(problem, objective).value, reference.value)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_dp_hands_a_too_wide_graph_to_the_milp_and_says_so(objective):
+    problem = random_problem(77, 12, 3, edge_p=0.3)
+    answer = dp(problem, objective, max_states=1, time_limit_s=0.0)
+    assert "answered by MILP" in answer.note and answer.algorithm == "dp"
+    assert answer.exact and close(answer.value, dp(problem, objective).value)
+    with pytest.raises(PlanError, match="exact dp gave up"):
+        dp(problem, objective, max_states=1, time_limit_s=0.0, fallback_time_s=None)

@@ -1,0 +1,125 @@
+"""Solver time of dp / dads / neurosurgeon on every keras.applications model.
+
+    python benchmarks/partition_speed.py [--models ResNet50 DenseNet201] [--time-limit 30]
+
+Costs are synthetic and only shape the problem (solver time is what is measured): compute
+= FLOPs / speed + 0.02 ms per node, with edge 2, mid 6 and server 20 GFLOP/s; every link
+20 Mbps with 2.5 ms one-way latency. k = 2 uses edge+server, k = 3 edge+mid+server.
+Writes docs/partition-speed.md (with the command, machine and date) and prints each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SPEED_FLOPS_PER_MS = {"edge": 2e6, "mid": 6e6, "server": 2e7}
+DEVICES = {2: ["edge", "server"], 3: ["edge", "mid", "server"]}
+
+
+def synthetic_problem(tg, k):
+    from partition.problem import Link, Problem
+
+    devices = DEVICES[k]
+    compute = {n: {d: tg.spec(n).flops / SPEED_FLOPS_PER_MS[d] + 0.02 for d in devices}
+               for n in tg.nodes}
+    links = {(a, b): Link(2.5, 20.0) for a in devices for b in devices if a != b}
+    return Problem.build(tg.nodes, list(tg.graph.edges), devices, compute,
+                         {n: tg.graph.nodes[n]["output_bytes"] for n in tg.nodes},
+                         links, tg.input_nodes, tg.output_nodes)
+
+
+def solve(algorithm, problem, objective, time_limit):
+    """(solver ms, value, states, how exact) of one run."""
+    from partition.dp import dp
+
+    if algorithm is dp:
+        s = dp(problem, objective, time_limit_s=time_limit, fallback_time_s=2 * time_limit)
+    else:
+        s = algorithm(problem, objective)
+    if s.exact:
+        how = "exact" if not s.note else "exact (MILP)"
+    else:
+        how = s.note.rsplit(": ", 1)[-1] if s.note else "heuristic"
+    return f"{s.solver_ms:.1f}", s.value, s.states, how
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*")
+    parser.add_argument("--time-limit", type=float, default=10.0,
+                        help="seconds of exact dp search; the MILP fallback gets twice that")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "partition-speed.md"))
+    args = parser.parse_args(argv)
+
+    from partition.dads import dads
+    from partition.dp import dp
+    from partition.graph import TaskGraph
+    from partition.neurosurgeon import neurosurgeon
+    from partition.plan import write_text_atomic
+    from predictor.keras_env import import_keras
+    from predictor.model_source import application_names, load_model
+
+    keras = import_keras()
+    models = args.models or application_names()
+    rows = []
+    for name in models:
+        tg = TaskGraph.from_keras(load_model(name))
+        for k in (2, 3):
+            problem = synthetic_problem(tg, k)
+            for objective in ("latency", "throughput"):
+                row = {"model": name, "nodes": len(tg), "k": k, "objective": objective}
+                row["dp_ms"], row["dp_value"], row["dp_states"], row["dp_exact"] = solve(
+                    dp, problem, objective, args.time_limit)
+                for algo in (dads, neurosurgeon):
+                    key = algo.__name__
+                    if k == 2:
+                        row[f"{key}_ms"], row[f"{key}_value"], _, _ = solve(
+                            algo, problem, objective, None)
+                    else:
+                        row[f"{key}_ms"], row[f"{key}_value"] = "n/a (2 devices)", None
+                rows.append(row)
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        keras.backend.clear_session()
+
+    def gap(row, key):
+        if row[f"{key}_value"] is None:
+            return ""
+        return f"{row[f'{key}_value'] / row['dp_value']:.3f}"
+
+    lines = [
+        "# Partition solver speed",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}), with",
+        "",
+        f"    python benchmarks/partition_speed.py --time-limit {args.time_limit:g}"
+        + (f" --models {' '.join(args.models)}" if args.models else ""),
+        "",
+        "Synthetic FLOPs-proportional costs (see the script's docstring): the solver time is the",
+        "measurement. `x/dp` is the baseline's objective divided by dp's optimum (>= 1). Solver",
+        "times are single runs on a shared 2-core machine and drift by tens of percent.",
+        "",
+        "| model | nodes | k | objective | dp ms | dp | dp states | dads ms | dads/dp | "
+        "neurosurgeon ms | neurosurgeon/dp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['nodes']} | {r['k']} | {r['objective']} | {r['dp_ms']} | "
+            f"{r['dp_exact']} | {r['dp_states']} | {r['dads_ms']} | "
+            f"{gap(r, 'dads')} | {r['neurosurgeon_ms']} | {gap(r, 'neurosurgeon')} |")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""`partition plan` in-process: plans recompute from their own JSON; mistakes are one line."""
+
+import json
+
+import keras
+import pytest
+from typer.testing import CliRunner
+
+from partition.cli import app
+from partition.graph import TaskGraph
+from partition.plan import Plan
+
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+runner = CliRunner()
+
+
+@pytest.fixture
+def branchy(tmp_path):
+    """A small branchy model file and a costs file for two devices."""
+    x = keras.Input((16, 16, 3), name="image")
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(x)
+    b1 = keras.layers.Conv2D(8, 3, padding="same", name="b1")(a)
+    b2 = keras.layers.Conv2D(8, 1, name="b2")(a)
+    c = keras.layers.Add(name="c")([b1, b2])
+    y = keras.layers.Dense(4, name="y")(keras.layers.GlobalAveragePooling2D(name="gap")(c))
+    model = keras.Model(x, y, name="branchy")
+    path = tmp_path / "branchy.keras"
+    model.save(path)
+    tg = TaskGraph.from_keras(model)
+    costs = {"compute_ms": {n: {"phone": 1 + i, "gpu": 0.1 * (1 + i)}
+                            for i, n in enumerate(tg.nodes)}}
+    costs_path = tmp_path / "costs.json"
+    costs_path.write_text(json.dumps(costs))
+    return path, costs_path, tg
+
+
+def plan_args(path, costs_path, *extra):
+    return ["plan", str(path), "--device", "edge=phone", "--device", "server=gpu",
+            "--costs", str(costs_path), "--mbps", "10", "--rtt-ms", "4", *extra]
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_plan_json_recomputes_and_dp_is_best(branchy, tmp_path, objective):
+    path, costs_path, tg = branchy
+    out = tmp_path / "plans"
+    result = runner.invoke(app, plan_args(path, costs_path, "--json", "--objective", objective,
+                                          "--out", str(out)))
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.stdout)["plans"]
+    assert [p["algorithm"] for p in plans] == ["dp", "dads", "neurosurgeon"]
+    for data in plans:
+        assert set(data) >= {"objective", "algorithm", "devices", "links", "nodes", "edges",
+                             "input_nodes", "output_nodes", "assignment", "predicted",
+                             "solver_ms"}
+        assert data["links"]["edge->server"] == {"latency_ms": 2.0, "mbps": 10.0}
+        assert data["assignment"]["image"] == "edge"
+        plan = Plan.from_dict(data)  # raises unless the stored prediction recomputes
+        assert len(plan.assignment) == len(tg)
+        saved = Plan.load(out / f"plan-{data['algorithm']}.json")
+        assert saved.predicted == plan.predicted
+    key = "latency_ms" if objective == "latency" else "period_ms"
+    assert plans[0]["predicted"][key] <= min(p["predicted"][key] for p in plans) + 1e-9
+
+
+def test_plan_table_and_what_if_factor(branchy):
+    path, costs_path, _ = branchy
+    result = runner.invoke(app, ["plan", str(path), "--device", "edge=phone:x4", "--device",
+                                 "server=gpu", "--costs", str(costs_path), "--mbps", "10"])
+    assert result.exit_code == 0, result.output
+    assert "phone x4 (what-if scaling)" in result.stdout
+    assert "only edge" in result.stdout and "dp" in result.stdout
+
+
+def test_three_devices_run_dp_only(branchy, tmp_path):
+    path, costs_path, tg = branchy
+    costs = json.loads(costs_path.read_text())
+    for row in costs["compute_ms"].values():
+        row["mid"] = row["phone"] / 2
+    costs_path.write_text(json.dumps(costs))
+    result = runner.invoke(app, ["plan", str(path), "--device", "a=phone", "--device", "b=mid",
+                                 "--device", "c=gpu", "--costs", str(costs_path), "--mbps", "100",
+                                 "--objective", "throughput", "--json"])
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.stdout)["plans"]
+    assert [p["algorithm"] for p in plans] == ["dp"]
+    Plan.from_dict(plans[0])
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("malformed costs", "is not JSON"),
+        ("costs for another model", "no row for node"),
+        ("unknown profile", "no trained predictor for device profile 'cpu-9t-nothing'"),
+        ("missing link", "no link between edge and server"),
+        ("zero bandwidth", "> 0 Mbps"),
+        ("bad link file", "malformed"),
+        ("bad device", "NAME=PROFILE"),
+        ("unknown algorithm", "unknown algorithm"),
+    ],
+)
+def test_user_mistakes_give_one_error_line(branchy, tmp_path, case, message):
+    path, costs_path, _ = branchy
+    args = {
+        "malformed costs": plan_args(path, write(tmp_path, "bad.json", "{nope")),
+        "costs for another model": plan_args(
+            path, write(tmp_path, "c.json", json.dumps({"compute_ms": {"x": {"phone": 1}}}))),
+        "unknown profile": ["plan", str(path), "--device", "edge=cpu-9t-nothing", "--device",
+                            "server=gpu", "--mbps", "10"],
+        "missing link": ["plan", str(path), "--device", "edge=phone", "--device", "server=gpu",
+                         "--costs", str(costs_path)],
+        "zero bandwidth": plan_args(path, costs_path) + ["--mbps", "0"],
+        "bad link file": plan_args(path, costs_path) + [
+            "--link", "edge-server=" + write(tmp_path, "l.json", '{"mbps": 3}')],
+        "bad device": ["plan", str(path), "--device", "edge=phone:4x", "--costs",
+                       str(costs_path), "--mbps", "1"],
+        "unknown algorithm": plan_args(path, costs_path, "--algorithm", "magic"),
+    }[case]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_link_profile_file_with_directions(branchy, tmp_path):
+    path, costs_path, _ = branchy
+    link = write(tmp_path, "wifi.json", json.dumps(
+        {"up": {"latency_ms": 3, "mbps": 5}, "down": {"latency_ms": 1, "mbps": 50}}))
+    result = runner.invoke(app, ["plan", str(path), "--device", "edge=phone", "--device",
+                                 "server=gpu", "--costs", str(costs_path), "--link",
+                                 f"edge-server={link}", "--json", "--algorithm", "dp"])
+    assert result.exit_code == 0, result.output
+    links = json.loads(result.stdout)["plans"][0]["links"]
+    assert links["edge->server"] == {"latency_ms": 3.0, "mbps": 5.0}
+    assert links["server->edge"] == {"latency_ms": 1.0, "mbps": 50.0}
