@@ -69,6 +69,8 @@ def plan_command(
     algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute or all"),
     out: Optional[str] = typer.Option(None, help="folder to write plan-<algorithm>.json into"),
     as_json: bool = typer.Option(False, "--json", help='print {"plans": [plan, ...]}'),
+    plot: Optional[str] = typer.Option(
+        None, help="PNG of the first plan: DAG by device and stage timeline"),
     input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
     batch: int = typer.Option(1, min=1, help="batch size (tensor bytes scale with it)"),
 ) -> None:
@@ -90,6 +92,10 @@ def plan_command(
     if out:
         for plan in plans:
             plan.save(Path(out) / f"plan-{plan.algorithm}.json")
+    if plot:
+        from partition.plot import plot_plan
+
+        plot_plan(plans[0], plot)
     if as_json:
         echo_json({"plans": [plan.to_dict() for plan in plans]})
         return

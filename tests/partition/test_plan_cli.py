@@ -139,3 +139,13 @@ def test_link_profile_file_with_directions(branchy, tmp_path):
     links = json.loads(result.stdout)["plans"][0]["links"]
     assert links["edge->server"] == {"latency_ms": 3.0, "mbps": 5.0}
     assert links["server->edge"] == {"latency_ms": 1.0, "mbps": 50.0}
+
+
+def test_plot_writes_a_png(branchy, tmp_path):
+    path, costs_path, _ = branchy
+    png = tmp_path / "fig" / "plan.png"
+    result = runner.invoke(app, plan_args(path, costs_path, "--objective", "throughput",
+                                          "--plot", str(png)))
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(png.parent.glob(".*"))  # no temporary file left behind
