@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from predictor.cli_support import echo_json, new_app
+from predictor.cli_support import echo_json, new_app, user_errors
 
 app = new_app("Measure layers, fused kernels, links and whole models on this machine.")
 
@@ -24,6 +26,69 @@ def columns_command(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     for name, meaning in RECORD_COLUMNS.items():
         typer.echo(f"{name:16s} {meaning}")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from predictor.errors import DnnsplitError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DnnsplitError(f"{what} {text!r} is not a comma-separated list of numbers")
+    if not values or any(not 0 <= v <= 1 for v in values):
+        raise DnnsplitError(f"{what} {text!r}: give fractions within 0..1, e.g. 0,0.5")
+    return values
+
+
+@app.command("collect")
+@user_errors
+def collect_command(
+    out: Optional[str] = typer.Option(None, help="output folder (default datasets/<profile>)"),
+    types: Optional[str] = typer.Option(None, help="layer types, comma-separated (default all)"),
+    load: str = typer.Option("0", "--load", help="background load levels, e.g. 0,0.5"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads of the backend"),
+    budget_minutes: Optional[float] = typer.Option(None, help="stop after this many minutes"),
+    grid_dir: Optional[str] = typer.Option(None, help="folder of grid files (default shipped)"),
+    random_scale: float = typer.Option(1.0, min=0.0, help="scale the random samples per grid"),
+    no_models: bool = typer.Option(False, "--no-models",
+                                   help="skip the kernels of the training models"),
+    device: Optional[str] = typer.Option(None, help="Keras device, e.g. gpu:0 (default cpu)"),
+    profile: Optional[str] = typer.Option(None, help="profile name (default <dev>-<n>t-<backend>)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Microbenchmark kernels (layers and fused chains) from the grids; resumable."""
+    from collectors.collect import CollectSettings, collect, default_profile, summary_json
+    from collectors.timing import configure_threads
+
+    configure_threads(threads)
+    name = profile or default_profile(threads, device)
+    settings = CollectSettings(
+        out_dir=out or f"datasets/{name}", types=types.split(",") if types else None,
+        loads=tuple(_floats(load, "--load")), threads=threads, budget_minutes=budget_minutes,
+        grid_dir=grid_dir, models=[] if no_models else None, random_scale=random_scale,
+        profile=name, device=device)
+    report = collect(settings, progress=not quiet)
+    typer.echo(summary_json(report))
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    threads: int = typer.Option(1, min=1, help="intra-op threads (as the profile)"),
+    data: Optional[str] = typer.Option(None, help="a profile folder to compare with"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Time the reference probe now (about a second); with --data, the speed factor."""
+    from collectors.calibrate import calibrate
+
+    result = calibrate(threads=threads, data_dir=data)
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(f"reference probe now: {result['probe_ms']:.3f} ms")
+    if result.get("factor") is not None:
+        typer.echo(f"profile median probe: {result['profile_probe_ms']:.3f} ms -> this machine "
+                   f"is now {result['factor']:.3f}x the profile's time")
 
 
 def main() -> None:

@@ -27,13 +27,13 @@ def graph_command(
         None, help="input shape without batch for keras.applications, e.g. 160,160,3"
     ),
     batch: int = typer.Option(1, min=1, help="batch size for FLOPs and tensor bytes"),
-    list_models: bool = typer.Option(False, "--list", help="list keras.applications names"),
+    list_models: bool = typer.Option(False, "--list", help="list the model names (keras.applications and zoo)"),
 ) -> None:
     """Nodes, edges, FLOPs, parameters, the largest tensor and unmodelled layer types."""
-    from predictor.model_source import application_names, load_model
+    from predictor.model_source import load_model, model_names
 
     if list_models:
-        typer.echo("\n".join(application_names()))
+        typer.echo("\n".join(model_names()))
         return
     if model is None:
         raise typer.BadParameter("give a MODEL (or --list)")

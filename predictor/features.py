@@ -52,6 +52,11 @@ COST_CONFIG_FIELDS = (
     "max_value",
     "negative_slope",
     "target_shape",
+    # not cost-driving, but needed to rebuild the layer for a benchmark
+    "rate",
+    "dims",
+    "scale",
+    "offset",
 )
 
 #: Columns of the flat spec part of a record, in order, with their meaning.
@@ -90,7 +95,10 @@ SPEC_COLUMNS: dict[str, str] = {
 
 #: Columns a collector appends to the spec columns for each measured kernel.
 MEASUREMENT_COLUMNS: dict[str, str] = {
-    "fused_pattern": "kernel pattern measured, e.g. 'Conv2D+BatchNormalization+ReLU' ('' = alone)",
+    "fused_pattern": "kernel measured, layer types joined by '+', e.g. 'Conv2D+BatchNormalization'",
+    "kernel_key": "hash of kernel_config (with load_target: the row's identity when resuming)",
+    "kernel_config": "JSON of the kernel's layers and input shapes (rebuilds it exactly)",
+    "load_target": "background load fraction asked for (0..1)",
     "device_profile": "name of the (hardware, backend, threads) triple, e.g. cpu-1t-tensorflow",
     "backend": "Keras backend (tensorflow, jax)",
     "keras_version": "keras.__version__",

@@ -20,6 +20,18 @@ MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_IMAGE_SHAPE = (224, 224, 3)
 
 
+def zoo_names() -> list[str]:
+    """Models built by dnnsplit itself (not in keras.applications): AlexNet, SqueezeNet, ..."""
+    from predictor.zoo import ZOO
+
+    return sorted(ZOO)
+
+
+def model_names() -> list[str]:
+    """Every name :func:`load_model` accepts besides a file: keras.applications, then the zoo."""
+    return application_names() + zoo_names()
+
+
 def application_names() -> list[str]:
     """Names of the keras.applications model constructors, e.g. ``['ConvNeXtBase', ...]``."""
     keras = import_keras()
@@ -33,8 +45,9 @@ def application_names() -> list[str]:
 def load_model(source: str | Path, input_shape: tuple[int, ...] | None = None):
     """Return the Keras model named by ``source``.
 
-    ``source`` is a keras.applications name (any case; built with ``weights=None``) or the path
-    of a ``.keras`` / ``.h5`` file. ``input_shape`` (without batch) is passed to the
+    ``source`` is a keras.applications name (any case; built with ``weights=None``), a zoo name
+    (:mod:`predictor.zoo`: AlexNet, SqueezeNet, Pix2PixUNet) or the path of a ``.keras`` /
+    ``.h5`` file. ``input_shape`` (without batch) is passed to the
     keras.applications constructor, e.g. ``(160, 160, 3)``.
     """
     text = str(source)
@@ -45,15 +58,21 @@ def load_model(source: str | Path, input_shape: tuple[int, ...] | None = None):
 
 
 def _build_application(name: str, input_shape):
+    from predictor.zoo import ZOO
+
     keras = import_keras()
-    by_lower = {n.lower(): n for n in application_names()}
+    zoo = {n.lower(): n for n in ZOO}
+    if name.lower() in zoo:
+        builder = ZOO[zoo[name.lower()]]
+        return builder(input_shape=tuple(input_shape)) if input_shape else builder()
+    by_lower = {n.lower(): n for n in model_names()}
     canonical = by_lower.get(name.lower())
     if canonical is None:
         close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(by_lower[c] for c in close)}?" if close else ""
         raise ModelLoadError(
             f"{name!r} is neither a model file ({', '.join(MODEL_FILE_SUFFIXES)}) nor a "
-            f"keras.applications model.{hint} See `partition graph --list` for the names."
+            f"keras.applications or zoo model.{hint} See `partition graph --list` for the names."
         )
     constructor = getattr(keras.applications, canonical)
     kwargs = {"weights": None}

@@ -1,0 +1,201 @@
+"""Measure kernel configurations from the grids into one CSV per layer type, resumably.
+
+>>> report = collect(CollectSettings(out_dir="datasets/cpu-1t-tensorflow", loads=(0.0, 0.5)))
+... # doctest: +SKIP
+
+For each load level (a :class:`~collectors.load.BackgroundLoad` runs meanwhile) every planned
+kernel configuration not yet in its CSV is built as a one-kernel model, timed by the protocol
+(:mod:`collectors.timing`, empty-call overhead subtracted) and appended as one durable row with
+the reference probe's time from the same window. A killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from collectors.grids import Grid, load_grids, model_configs, random_configs, training_models
+from collectors.kernels import KernelConfig, KernelError
+from collectors.load import BackgroundLoad
+from collectors.probe import Probe
+from collectors.store import CsvStore
+from collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward, configure_threads,
+                               empty_call_overhead, measure, place_inputs, random_inputs)
+from predictor.features import RECORD_COLUMNS
+from predictor.keras_env import import_keras
+
+KEY_COLUMNS = ("kernel_key", "load_target")
+#: Free Keras/TF memory after this many kernels.
+CLEAR_EVERY = 150
+
+
+def default_profile(threads: int, device: str | None = None) -> str:
+    kind = (device or "cpu").split(":")[0]
+    return f"{kind}-{threads}t-{backend()}"
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    out_dir: str | Path
+    types: Sequence[str] | None = None
+    loads: Sequence[float] = (0.0,)
+    threads: int = 1
+    budget_minutes: float | None = None
+    grid_dir: str | Path | None = None
+    models: Sequence[str] | None = None  # None: the training models of model_split.json
+    random_scale: float = 1.0  # scales each grid's number of random configurations
+    profile: str | None = None
+    device: str | None = None
+    rule: StopRule = DEFAULT_STOP
+    probe_every_s: float = 30.0
+
+
+@dataclass
+class CollectReport:
+    measured: int = 0
+    already_done: int = 0
+    remaining: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    budget_exhausted: bool = False
+
+
+def collection_plan(grids: Sequence[Grid], models: Sequence[str] | None,
+                    random_scale: float = 1.0) -> dict[str, list[KernelConfig]]:
+    """Distinct kernel configurations per layer type: training-model kernels, then random."""
+    from_models = [g.layer_type for g in grids if g.from_models]
+    real = model_configs(models if models is not None else training_models(), from_models) \
+        if from_models else {}
+    plan = {}
+    for grid in grids:
+        scaled = Grid(grid.layer_type, grid.family, int(round(grid.random * random_scale)),
+                      grid.seed, grid.from_models, grid.space, grid.max_gflops)
+        configs = {c.key: c for c in real.get(grid.layer_type, [])}
+        for config in random_configs(scaled):
+            configs.setdefault(config.key, config)
+        plan[grid.layer_type] = list(configs.values())
+    return plan
+
+
+def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
+    configure_threads(settings.threads)
+    keras = import_keras()
+    start = time.monotonic()
+    deadline = None if settings.budget_minutes is None else start + settings.budget_minutes * 60
+    profile = settings.profile or default_profile(settings.threads, settings.device)
+    out = Path(settings.out_dir)
+    plan = collection_plan(load_grids(settings.grid_dir, settings.types), settings.models,
+                           settings.random_scale)
+    columns = list(RECORD_COLUMNS)
+    stores = {t: CsvStore(out / f"{t}.csv", columns, KEY_COLUMNS) for t in plan}
+    report = CollectReport()
+    todo_by_load = []
+    for load in settings.loads:
+        todo = [(t, c) for t, configs in plan.items() for c in configs
+                if (c.key, _load_key(load)) not in stores[t]]
+        report.already_done += sum(len(c) for c in plan.values()) - len(todo)
+        todo_by_load.append((load, todo))
+    total = sum(len(todo) for _, todo in todo_by_load)
+    bar = _progress(total, progress)
+    probe = Probe(settings.device)
+    common = {"device_profile": profile, "backend": backend(),
+              "keras_version": keras.__version__, "threads": settings.threads}
+    count = 0
+    try:
+        for index, (load, todo) in enumerate(todo_by_load):
+            share = None if deadline is None else \
+                start + (deadline - start) * (index + 1) / len(todo_by_load)
+            overheads: dict[tuple, float] = {}
+            with BackgroundLoad(load) as background:
+                probe.time_ms()
+                for position, (layer_type, config) in enumerate(todo):
+                    if share is not None and time.monotonic() > share:
+                        report.budget_exhausted = True
+                        report.remaining += len(todo) - position
+                        break
+                    row = _measure_one(config, settings, background, probe, overheads)
+                    bar.update(1)
+                    if isinstance(row, str):
+                        report.skipped[row] += 1
+                        continue
+                    row.update(common, load_target=_load_key(load))
+                    stores[layer_type].append(row)
+                    report.measured += 1
+                    count += 1
+                    if count % CLEAR_EVERY == 0:
+                        keras.backend.clear_session()
+                        gc.collect()
+                        probe = Probe(settings.device)
+                        probe.time_ms()
+                        overheads.clear()
+    finally:
+        bar.close()
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _load_key(load: float) -> str:
+    return f"{float(load):g}"
+
+
+def _measure_one(config: KernelConfig, settings: CollectSettings, background: BackgroundLoad,
+                 probe: Probe, overheads: dict) -> dict | str:
+    """The record of one kernel, or the reason it was skipped."""
+    try:
+        model = config.build()
+        record = config.record(model)
+    except KernelError as exc:
+        return str(exc).split(":")[0]
+    dtypes = [str(t.dtype) for t in model.inputs]
+    arrays = [random_inputs([s], d)[0] for s, d in zip(config.input_shapes, dtypes)]
+    inputs = place_inputs(arrays, settings.device)
+    signature = tuple(config.input_shapes)
+    if signature not in overheads:
+        overheads[signature] = empty_call_overhead(inputs, settings.device, settings.rule)
+    background.reset()
+    timing = measure(compile_forward(model, settings.device), inputs, overheads[signature],
+                     settings.rule)
+    observed = background.observed()
+    probe_ms = probe.recent_ms(settings.probe_every_s)
+    record.update(
+        fused_pattern=config.pattern,
+        kernel_key=config.key,
+        kernel_config=config.to_json(),
+        load=round(observed, 3),
+        ref_probe_ms=round(probe_ms, 5),
+        repeats=timing.repeats,
+        median_ms=round(timing.median_ms, 5),
+        p10_ms=round(timing.p10_ms, 5),
+        p90_ms=round(timing.p90_ms, 5),
+        timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return record
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="kernel", desc="collect", smoothing=0.05)
+
+
+def summary_json(report: CollectReport) -> str:
+    return json.dumps({"measured": report.measured, "already_done": report.already_done,
+                       "remaining": report.remaining, "skipped": dict(report.skipped),
+                       "seconds": round(report.seconds, 1),
+                       "budget_exhausted": report.budget_exhausted})

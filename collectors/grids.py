@@ -1,0 +1,225 @@
+"""Parameter grids (data files, one per layer type) turned into kernel configurations.
+
+A grid file ``collectors/grids/<LayerType>.json`` holds::
+
+    {"layer_type": "Conv2D", "family": "conv", "random": 260, "seed": 7, "from_models": true,
+     "max_gflops": 4, "space": {"hw": [7, 14, 28], "cin": {"values": [...], "weights": [...]}, ...}}
+
+``space`` values are lists (uniform) or ``{"values", "weights"}``. ``random`` configurations are
+drawn from the space (redrawn while a kernel exceeds ``max_gflops``), and with ``from_models``
+the kernels of the *training* models (``collectors/data/model_split.json``) whose first layer
+has this type are added as they are: the dataset is dense where real models are, and the
+evaluation models never shape it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from collectors.kernels import KernelConfig
+from predictor.errors import DnnsplitError
+
+MAX_KERNEL_GFLOPS = 4.0
+GRID_DIR = Path(str(files("collectors").joinpath("grids")))
+FAMILIES = ("conv", "dense", "pool", "global_pool", "elementwise", "activation", "merge")
+
+
+class GridError(DnnsplitError):
+    """A grid file is malformed."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    layer_type: str
+    family: str
+    random: int
+    seed: int
+    from_models: bool
+    space: Mapping[str, Any]
+    max_gflops: float = MAX_KERNEL_GFLOPS
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Grid":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            grid = cls(str(data["layer_type"]), str(data["family"]), int(data["random"]),
+                       int(data.get("seed", 0)), bool(data.get("from_models", True)),
+                       dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)))
+        except FileNotFoundError:
+            raise GridError(f"grid file {str(path)!r} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GridError(f"grid file {str(path)!r} is not JSON: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GridError(f"grid file {str(path)!r} is malformed: missing or bad {exc}") from None
+        if grid.family not in FAMILIES:
+            raise GridError(f"grid file {str(path)!r}: unknown family {grid.family!r} "
+                            f"(one of {', '.join(FAMILIES)})")
+        for key, spec in grid.space.items():
+            try:
+                values, weights = _values(spec)
+            except (KeyError, TypeError) as exc:
+                raise GridError(f"grid file {str(path)!r}: space key {key!r} is malformed "
+                                f"({exc})") from None
+            if not values or (weights is not None and len(weights) != len(values)):
+                raise GridError(f"grid file {str(path)!r}: space key {key!r} needs values "
+                                "(and as many weights)")
+        return grid
+
+
+def load_grids(grid_dir: str | Path | None = None,
+               types: Sequence[str] | None = None) -> list[Grid]:
+    grid_dir = Path(grid_dir) if grid_dir else GRID_DIR
+    if not grid_dir.is_dir():
+        raise GridError(f"grid folder {str(grid_dir)!r} does not exist")
+    available = {p.stem: p for p in sorted(grid_dir.glob("*.json"))}
+    wanted = list(types) if types else list(available)
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        raise GridError(f"no grid file for {', '.join(missing)} in {grid_dir} "
+                        f"(have: {', '.join(available)})")
+    return [Grid.load(available[t]) for t in wanted]
+
+
+def _values(spec) -> tuple[list, list | None]:
+    if isinstance(spec, Mapping):
+        return list(spec["values"]), list(spec["weights"]) if "weights" in spec else None
+    return list(spec), None
+
+
+def _draw(rng: random.Random, space: Mapping[str, Any], key: str, default=None):
+    if key not in space:
+        return default
+    values, weights = _values(space[key])
+    return rng.choices(values, weights=weights)[0]
+
+
+def _tail(items: Iterable[str]) -> list[tuple[str, dict]]:
+    layers = []
+    for item in items:
+        name, _, arg = item.partition(":")
+        if name == "Activation":
+            layers.append(("Activation", {"activation": arg}))
+        elif name == "ReLU":
+            layers.append(("ReLU", {"max_value": float(arg)} if arg else {}))
+        else:
+            layers.append((name, {}))
+    return layers
+
+
+def random_configs(grid: Grid) -> list[KernelConfig]:
+    """Up to ``grid.random`` distinct configurations drawn from the grid's space (seeded)."""
+    rng = random.Random(grid.seed)
+    configs: dict[str, KernelConfig] = {}
+    attempts = 0
+    while len(configs) < grid.random and attempts < 50 * max(grid.random, 1):
+        attempts += 1
+        config = _draw_config(grid, rng)
+        if config is None or config.key in configs:
+            continue
+        if _gflops(config) <= grid.max_gflops:
+            configs[config.key] = config
+    return list(configs.values())
+
+
+def _gflops(config: KernelConfig) -> float:
+    try:
+        return config.record()["flops"] / 1e9
+    except Exception:  # a configuration Keras refuses is dropped here, not at measuring time
+        return math.inf
+
+
+def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
+    s = grid.space
+    t = grid.layer_type
+    batch = _draw(rng, s, "batch", 1)
+    hw = _draw(rng, s, "hw", 1)
+    tail = _tail(_draw(rng, s, "tail", []))
+    if grid.family == "conv":
+        kernel = _draw(rng, s, "kernel", 3)
+        stride = _draw(rng, s, "strides", 1)
+        padding = _draw(rng, s, "padding", "same")
+        if padding == "valid" and hw < kernel:
+            padding = "same"
+        cfg: dict[str, Any] = {"kernel_size": (kernel, kernel), "strides": (stride, stride),
+                               "padding": padding, "use_bias": _draw(rng, s, "use_bias", True)}
+        if t != "DepthwiseConv2D":
+            cfg["filters"] = _draw(rng, s, "cout", 32)
+        cin = _draw(rng, s, "cin", 32)
+        return KernelConfig.of([(t, cfg)] + tail, [(batch, hw, hw, cin)])
+    if grid.family == "dense":
+        tokens, cin = _draw(rng, s, "tokens", 1), _draw(rng, s, "cin", 128)
+        shape = (batch, cin) if tokens == 1 else (batch, tokens, cin)
+        return KernelConfig.of([(t, {"units": _draw(rng, s, "units", 128)})] + tail, [shape])
+    c = _draw(rng, s, "c", 32)
+    shape = (batch, hw, hw, c)
+    if grid.family == "pool":
+        pool, stride = _draw(rng, s, "pool", 2), _draw(rng, s, "strides", 2)
+        padding = _draw(rng, s, "padding", "valid")
+        if hw < pool:
+            return None
+        return KernelConfig.of([(t, {"pool_size": (pool, pool), "strides": (stride, stride),
+                                     "padding": padding})], [shape])
+    if grid.family == "global_pool":
+        return KernelConfig.of([(t, {"keepdims": _draw(rng, s, "keepdims", False)})], [shape])
+    if grid.family == "activation":
+        return KernelConfig.of([(t, {"activation": _draw(rng, s, "activation", "relu")})],
+                               [shape])
+    if grid.family == "merge":
+        n = _draw(rng, s, "n_inputs", 2)
+        if t == "Concatenate":
+            shapes = [(batch, hw, hw, rng.choice([16, 32, 64, 128, 192, 256])) for _ in range(n)]
+            return KernelConfig.of([(t, {"axis": -1})] + tail, shapes)
+        shapes = [shape] * n
+        if _draw(rng, s, "broadcast", False):
+            shapes = [shape, (batch, 1, 1, c)]
+        return KernelConfig.of([(t, {})] + tail, shapes)
+    # elementwise: remaining space keys are layer arguments
+    cfg = {}
+    for key in ("max_value", "size", "interpolation", "rate"):
+        if key in s:
+            value = _draw(rng, s, key)
+            if value is not None:
+                cfg[key] = (value, value) if key == "size" else value
+    if t == "ZeroPadding2D":
+        pad = _draw(rng, s, "padding", 1)
+        cfg["padding"] = ((pad, pad), (pad, pad))
+    elif t == "Reshape":
+        cfg["target_shape"] = (hw * hw, c)
+    elif t == "Rescaling":
+        cfg["scale"] = 1 / 255
+    return KernelConfig.of([(t, cfg)] + tail, [shape])
+
+
+def model_configs(models: Sequence[str], types: Sequence[str]) -> dict[str, list[KernelConfig]]:
+    """Kernels of ``models`` grouped by their first layer's type (only ``types``), distinct."""
+    from partition.graph import TaskGraph
+    from predictor.fusion import find_kernels
+    from predictor.keras_env import import_keras
+    from predictor.model_source import load_model
+
+    keras = import_keras()
+    wanted = set(types)
+    found: dict[str, dict[str, KernelConfig]] = {t: {} for t in types}
+    for name in models:
+        tg = TaskGraph.from_keras(load_model(name))
+        for kernel in find_kernels(tg):
+            config = KernelConfig.from_specs([tg.spec(n) for n in kernel.nodes])
+            if config.layer_type in wanted:
+                found[config.layer_type].setdefault(config.key, config)
+        keras.backend.clear_session()
+    return {t: list(configs.values()) for t, configs in found.items()}
+
+
+def training_models() -> list[str]:
+    return list(model_split()["train"])
+
+
+def model_split() -> dict[str, list[str]]:
+    return json.loads(files("collectors").joinpath("data/model_split.json").read_text())

@@ -1,0 +1,248 @@
+"""The timing protocol every measurement in dnnsplit goes through (DESIGN.md).
+
+1. compile the forward pass once (``tf.function`` / ``jax.jit`` through the Keras backend);
+2. warm up;
+3. time single calls, blocking on the result, until the median is stable;
+4. subtract the median of an *empty call* of the same kind (an identity function compiled the
+   same way on the same inputs): the dispatch cost that a layer inside a model does not pay;
+5. record median and spread (p10, p90) and the number of repeats.
+
+>>> forward = compile_forward(model)                        # doctest: +SKIP
+>>> timing = measure(forward, inputs, overhead=empty_call_overhead(inputs))  # doctest: +SKIP
+>>> timing.median_ms, timing.p10_ms, timing.p90_ms, timing.repeats          # doctest: +SKIP
+
+Threads are pinned once per process with :func:`configure_threads` before the backend runs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from predictor.errors import DnnsplitError
+from predictor.keras_env import import_keras
+
+
+class TimingError(DnnsplitError):
+    """The protocol cannot run as asked (threads set too late, unknown backend...)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds per call with the empty-call overhead already subtracted."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    overhead_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When to stop repeating: at least ``min_repeats`` and ``min_time_s``; then as soon as the
+    median moved less than ``rel_tol`` over the last batch; never past ``max_repeats`` or
+    ``max_time_s``."""
+
+    min_repeats: int = 10
+    max_repeats: int = 400
+    min_time_s: float = 0.1
+    max_time_s: float = 2.0
+    rel_tol: float = 0.01
+    warmup: int = 3
+    batch: int = 5
+
+
+DEFAULT_STOP = StopRule()
+
+
+def backend() -> str:
+    return import_keras().backend.backend()
+
+
+def configure_threads(threads: int) -> None:
+    """Pin the backend's intra-op threads to ``threads`` and inter-op to 1 (call first)."""
+    if threads < 1:
+        raise TimingError(f"threads must be >= 1, got {threads}")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    name = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if name == "jax":
+        flags = os.environ.get("XLA_FLAGS", "")
+        extra = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} " \
+                f"intra_op_parallelism_threads={threads}"
+        os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+        return
+    import_keras()
+    import tensorflow as tf
+
+    try:
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as exc:
+        raise TimingError(
+            "threads must be set before TensorFlow runs its first operation: call "
+            f"configure_threads first in a fresh process ({exc})") from None
+
+
+def compile_forward(model, device: str | None = None) -> Callable[[Sequence[Any]], None]:
+    """A function ``run(inputs)`` that calls ``model`` compiled once and blocks on the result."""
+    keras = import_keras()
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
+
+        def run(inputs):
+            with _device_scope(device):
+                out = fn(_structure(inputs))
+            _block(out)
+
+        return run
+    if name == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        fn = jax.jit(lambda tv, ntv, xs: model.stateless_call(tv, ntv, xs, training=False)[0])
+
+        def run(inputs):
+            with _device_scope(device):
+                out = fn(trainable, non_trainable, _structure(inputs))
+            jax.block_until_ready(out)
+
+        return run
+    raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+
+
+def compile_identity(device: str | None = None) -> Callable[[Sequence[Any]], None]:
+    """The empty call: an identity compiled like :func:`compile_forward`."""
+    keras = import_keras()
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda xs: xs, reduce_retracing=True)
+
+        def run(inputs):
+            with _device_scope(device):
+                out = fn(_structure(inputs))
+            _block(out)
+
+        return run
+    if name == "jax":
+        import jax
+
+        fn = jax.jit(lambda xs: xs)
+
+        def run(inputs):
+            with _device_scope(device):
+                out = fn(_structure(inputs))
+            jax.block_until_ready(out)
+
+        return run
+    raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+
+
+def _structure(inputs):
+    return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
+def _block(out) -> None:
+    """TensorFlow on CPU returns finished tensors; on GPU wait for the last one."""
+    import tensorflow as tf
+
+    last = tf.nest.flatten(out)[-1]
+    if "GPU" in getattr(last, "device", ""):
+        last.numpy()
+
+
+class _device_scope:
+    def __init__(self, device: str | None):
+        self.device = device
+        self.scope = None
+
+    def __enter__(self):
+        if self.device:
+            self.scope = import_keras().device(self.device)
+            self.scope.__enter__()
+
+    def __exit__(self, *exc):
+        if self.scope is not None:
+            self.scope.__exit__(*exc)
+
+
+def place_inputs(arrays: Sequence[np.ndarray], device: str | None = None) -> list:
+    """Backend tensors of the given arrays, on ``device`` (so no copy is timed)."""
+    keras = import_keras()
+    with _device_scope(device):
+        return [keras.ops.convert_to_tensor(a) for a in arrays]
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], dtype: str = "float32",
+                  seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(s)).astype(dtype) for s in shapes]
+
+
+def sample(run: Callable, inputs: Sequence[Any], rule: StopRule = DEFAULT_STOP) -> list[float]:
+    """Wall times (ms) of single calls, repeated until the median is stable."""
+    for _ in range(rule.warmup):
+        run(inputs)
+    samples: list[float] = []
+    start = time.perf_counter()
+    previous = None
+    while True:
+        for _ in range(rule.batch):
+            t0 = time.perf_counter()
+            run(inputs)
+            samples.append((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - start
+        median = statistics.median(samples)
+        stable = previous is not None and abs(median - previous) <= rule.rel_tol * median
+        enough = len(samples) >= rule.min_repeats and elapsed >= rule.min_time_s
+        if (enough and stable) or len(samples) >= rule.max_repeats or elapsed >= rule.max_time_s:
+            return samples
+        previous = median
+
+
+def summarise(samples: Sequence[float], overhead_ms: float = 0.0) -> Timing:
+    arr = np.asarray(samples)
+    p10, median, p90 = np.percentile(arr, [10, 50, 90])
+    return Timing(
+        median_ms=max(float(median) - overhead_ms, 0.0),
+        p10_ms=max(float(p10) - overhead_ms, 0.0),
+        p90_ms=max(float(p90) - overhead_ms, 0.0),
+        repeats=len(samples),
+        overhead_ms=overhead_ms,
+    )
+
+
+def empty_call_overhead(inputs: Sequence[Any], device: str | None = None,
+                        rule: StopRule = DEFAULT_STOP) -> float:
+    """Median ms of the empty call on ``inputs``."""
+    return statistics.median(sample(compile_identity(device), inputs, rule))
+
+
+def measure(run: Callable, inputs: Sequence[Any], overhead_ms: float = 0.0,
+            rule: StopRule = DEFAULT_STOP) -> Timing:
+    """Time ``run(inputs)`` by the protocol and subtract ``overhead_ms``."""
+    return summarise(sample(run, inputs, rule), overhead_ms)
+
+
+def time_model(model, batch: int = 1, device: str | None = None,
+               rule: StopRule = DEFAULT_STOP, seed: int = 0) -> Timing:
+    """The whole protocol on a Keras model with random inputs of its input shapes."""
+    shapes = [(batch,) + tuple(t.shape[1:]) for t in model.inputs]
+    dtypes = [str(t.dtype) for t in model.inputs]
+    arrays = [random_inputs([s], d, seed)[0] for s, d in zip(shapes, dtypes)]
+    inputs = place_inputs(arrays, device)
+    overhead = empty_call_overhead(inputs, device, rule)
+    return measure(compile_forward(model, device), inputs, overhead, rule)

@@ -1,0 +1,183 @@
+"""Collectors on tiny grids: a run, kill-and-resume, overhead subtraction, errors, load process."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from collectors.grids import Grid, GridError, load_grids, random_configs
+from collectors.kernels import KernelConfig
+from collectors.load import BackgroundLoad
+from collectors.store import CsvStore, StoreError, read_rows
+from predictor.features import RECORD_COLUMNS
+
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_grids(folder: Path, n: int = 3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Conv2D.json").write_text(json.dumps({
+        "layer_type": "Conv2D", "family": "conv", "random": n, "seed": 1, "from_models": False,
+        "space": {"hw": [8, 12], "cin": [4, 8], "cout": [8], "kernel": [1, 3],
+                  "tail": [[], ["BatchNormalization", "Activation:relu"]]}}))
+    (folder / "Add.json").write_text(json.dumps({
+        "layer_type": "Add", "family": "merge", "random": n, "seed": 2, "from_models": False,
+        "space": {"hw": [8, 10, 12], "c": [4, 8, 16, 32]}}))
+    return folder
+
+
+FAST_RULE = "StopRule(min_repeats=3, max_repeats=20, min_time_s=0.0, max_time_s=0.05, warmup=1, batch=3)"
+
+
+def run_collect_script(out: Path, grids: Path, n_configs: int, loads=(0.0,)) -> str:
+    return textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from collectors.collect import CollectSettings, collect
+        from collectors.timing import StopRule
+        settings = CollectSettings(out_dir={str(out)!r}, grid_dir={str(grids)!r}, models=[],
+                                   loads={tuple(loads)!r}, rule={FAST_RULE}, probe_every_s=60)
+        report = collect(settings, progress=False)
+        print("MEASURED", report.measured, "DONE", report.already_done)
+    """)
+
+
+def test_collect_writes_one_row_per_config_with_all_columns(tmp_path):
+    grids = tiny_grids(tmp_path / "grids")
+    out = tmp_path / "out"
+    script = run_collect_script(out, grids, 3)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MEASURED 6 DONE 0" in done.stdout
+    rows = read_rows(out / "Conv2D.csv", RECORD_COLUMNS)
+    assert len(rows) == 3
+    for row in rows:
+        assert float(row["median_ms"]) >= 0 and float(row["ref_probe_ms"]) > 0
+        assert float(row["p10_ms"]) <= float(row["median_ms"]) <= float(row["p90_ms"])
+        config = KernelConfig.from_json(row["kernel_config"])
+        assert config.key == row["kernel_key"] and config.pattern == row["fused_pattern"]
+        assert row["layer_type"] == "Conv2D" and row["threads"] == "1"
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300)
+    assert "MEASURED 0 DONE 6" in again.stdout  # resumed: nothing measured twice
+
+
+def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path):
+    grids = tiny_grids(tmp_path / "grids", n=12)
+    out = tmp_path / "out"
+    script = run_collect_script(out, grids, 12)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        n = sum(len(read_rows(p)) for p in out.glob("*.csv")) if out.exists() else 0
+        if n >= 4:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {r["kernel_key"] for p in out.glob("*.csv") for r in read_rows(p)}
+    assert 4 <= len(before) < 24
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [r for p in out.glob("*.csv") for r in read_rows(p, RECORD_COLUMNS)]
+    keys = [r["kernel_key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 24
+    assert before <= set(keys)
+
+
+def test_a_torn_last_line_is_repaired_and_measured_again(tmp_path):
+    path = tmp_path / "x.csv"
+    store = CsvStore(path, ["kernel_key", "load_target", "v"], ["kernel_key", "load_target"])
+    store.append({"kernel_key": "a", "load_target": "0", "v": 1})
+    with open(path, "a") as handle:
+        handle.write("b,0,")  # killed in the middle of a row
+    reopened = CsvStore(path, ["kernel_key", "load_target", "v"], ["kernel_key", "load_target"])
+    assert reopened.done() == {("a", "0")}
+    assert reopened.append({"kernel_key": "b", "load_target": "0", "v": 2})
+    assert not reopened.append({"kernel_key": "b", "load_target": "0", "v": 3})
+    assert [r["kernel_key"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_malformed_csv_and_grid_files_give_clear_errors(tmp_path):
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("a,b\n1,2\n")
+    with pytest.raises(StoreError, match="not a dnnsplit measurement file"):
+        read_rows(bad_csv, RECORD_COLUMNS)
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    (grids / "Conv2D.json").write_text("{not json")
+    with pytest.raises(GridError, match="is not JSON"):
+        load_grids(grids)
+    (grids / "Conv2D.json").write_text(json.dumps({"layer_type": "Conv2D", "family": "conv"}))
+    with pytest.raises(GridError, match="malformed"):
+        load_grids(grids)
+    (grids / "Conv2D.json").write_text(json.dumps(
+        {"layer_type": "Conv2D", "family": "nope", "random": 1, "space": {}}))
+    with pytest.raises(GridError, match="unknown family"):
+        load_grids(grids)
+    with pytest.raises(GridError, match="no grid file for Dense"):
+        load_grids(grids, ["Dense"])
+
+
+def test_shipped_grids_load_and_sample_within_their_flops_cap():
+    grids = load_grids()
+    assert {g.layer_type for g in grids} >= {
+        "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense",
+        "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+        "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax",
+        "Add", "Multiply", "Concatenate", "ZeroPadding2D", "UpSampling2D", "Flatten", "Reshape",
+        "Dropout", "Rescaling"}
+    conv = next(g for g in grids if g.layer_type == "Conv2D")
+    small = Grid(conv.layer_type, conv.family, 5, conv.seed, False, conv.space, conv.max_gflops)
+    configs = random_configs(small)
+    assert len(configs) == 5 and configs == random_configs(small)  # reproducible
+    assert all(c.record()["flops"] <= conv.max_gflops * 1e9 for c in configs)
+
+
+def test_empty_call_overhead_is_subtracted():
+    from collectors.timing import StopRule, compile_identity, measure, place_inputs, \
+        random_inputs, summarise
+
+    inputs = place_inputs(random_inputs([(1, 8, 8, 4)]))
+    rule = StopRule(min_repeats=20, max_repeats=60, min_time_s=0.0, max_time_s=0.5)
+    raw = measure(compile_identity(), inputs, 0.0, rule)
+    assert raw.median_ms > 0
+    corrected = summarise([raw.median_ms] * 5, overhead_ms=raw.median_ms)
+    assert corrected.median_ms == 0.0 and corrected.overhead_ms == raw.median_ms
+    assert summarise([3.0, 3.0, 3.0], overhead_ms=1.0).median_ms == pytest.approx(2.0)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[1].split()[0] != "Z"
+
+
+def test_background_load_starts_is_observed_and_always_stops():
+    with BackgroundLoad(0.5, cores=1) as load:
+        pids = load.pids
+        assert len(pids) == 1 and all(_alive(p) for p in pids)
+        time.sleep(0.6)
+        assert 0.25 <= load.observed() <= 0.8
+    assert not any(_alive(p) for p in pids)
+    with pytest.raises(RuntimeError):
+        with BackgroundLoad(0.3, cores=1) as load:
+            pids = load.pids
+            raise RuntimeError("a measurement failed")
+    assert not any(_alive(p) for p in pids)
+    with BackgroundLoad(0.0) as load:
+        assert load.pids == [] and load.observed() == 0.0
