@@ -71,6 +71,34 @@ def collect_command(
     typer.echo(summary_json(report))
 
 
+@app.command("models")
+@user_errors
+def models_command(
+    names: Optional[list[str]] = typer.Argument(
+        None, help="models (default: the training and evaluation models)"),
+    out: Optional[str] = typer.Option(None, help="CSV (default datasets/<profile>/models.csv)"),
+    load: str = typer.Option("0", "--load", help="background load levels, e.g. 0,0.5"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads"),
+    device: Optional[str] = typer.Option(None, help="Keras device, e.g. gpu:0"),
+    profile: Optional[str] = typer.Option(None, help="profile name"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Whole-model latency (ground truth) by the same protocol; resumable."""
+    import json
+
+    from collectors.collect import default_profile
+    from collectors.ground_truth import default_models, measure_models
+    from collectors.timing import configure_threads
+
+    configure_threads(threads)
+    name = profile or default_profile(threads, device)
+    report = measure_models(names or default_models(), out or f"datasets/{name}/models.csv",
+                            threads=threads, loads=_floats(load, "--load"), profile=name,
+                            device=device, progress=not quiet)
+    typer.echo(json.dumps({"measured": report.measured, "already_done": report.already_done,
+                           "seconds": round(report.seconds, 1)}))
+
+
 @app.command("calibrate")
 @user_errors
 def calibrate_command(

@@ -170,6 +170,7 @@ def _measure_one(config: KernelConfig, settings: CollectSettings, background: Ba
         load=round(observed, 3),
         ref_probe_ms=round(probe_ms, 5),
         repeats=timing.repeats,
+        overhead_ms=round(timing.overhead_ms, 5),
         median_ms=round(timing.median_ms, 5),
         p10_ms=round(timing.p10_ms, 5),
         p90_ms=round(timing.p90_ms, 5),

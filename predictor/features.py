@@ -106,6 +106,7 @@ MEASUREMENT_COLUMNS: dict[str, str] = {
     "load": "background load fraction observed while measuring (0..1)",
     "ref_probe_ms": "reference probe time measured in the same window",
     "repeats": "number of timed repeats",
+    "overhead_ms": "median time of the empty call subtracted from every timing",
     "median_ms": "median time, empty-call overhead subtracted",
     "p10_ms": "10th percentile time",
     "p90_ms": "90th percentile time",
