@@ -99,6 +99,51 @@ def models_command(
                            "seconds": round(report.seconds, 1)}))
 
 
+@app.command("link-server")
+@user_errors
+def link_server_command(
+    port: int = typer.Option(5201, help="TCP port"),
+    host: str = typer.Option("0.0.0.0", help="address to listen on"),
+) -> None:
+    """Answer `collectors link` measurements from a peer (Ctrl-C stops)."""
+    from collectors.link import LinkServer
+
+    with LinkServer((host, port)) as server:
+        typer.echo(f"link server listening on {host}:{port}", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            typer.echo("stopped", err=True)
+
+
+@app.command("link")
+@user_errors
+def link_command(
+    out: str = typer.Option(..., help="profile JSON to write"),
+    peer: Optional[str] = typer.Option(None, help="HOST:PORT of a running link-server"),
+    mbps: Optional[float] = typer.Option(None, help="synthetic profile: bandwidth"),
+    rtt_ms: float = typer.Option(0.0, "--rtt-ms", help="synthetic profile: round-trip time"),
+    repeats: int = typer.Option(3, min=1, help="transfers per size and direction"),
+    max_mb: float = typer.Option(32.0, help="largest payload in MB"),
+) -> None:
+    """Measure a link to a peer (or write a synthetic one) as a link profile JSON."""
+    from collectors.link import DEFAULT_SIZES, LinkError, measure_link, parse_peer, synthetic_link
+    from partition.plan import write_json_atomic
+
+    if (peer is None) == (mbps is None):
+        raise LinkError("give either --peer HOST:PORT (measure) or --mbps (synthetic)")
+    if peer is not None:
+        sizes = [s for s in DEFAULT_SIZES if s <= max_mb * 2**20]
+        profile = measure_link(parse_peer(peer), sizes, repeats)
+    else:
+        profile = synthetic_link(mbps, rtt_ms)
+    write_json_atomic(out, profile)
+    for direction in ("up", "down"):
+        d = profile[direction]
+        typer.echo(f"{direction:5s} latency {d['latency_ms']:.3f} ms, {d['mbps']:.1f} Mbps")
+    typer.echo(f"written to {out}")
+
+
 @app.command("calibrate")
 @user_errors
 def calibrate_command(
