@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from collectors.probe import Probe
-from collectors.store import StoreError, read_rows
+from predictor.records import StoreError, read_rows
 from collectors.timing import configure_threads
 
 

@@ -199,7 +199,7 @@ def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
 
 def model_configs(models: Sequence[str], types: Sequence[str]) -> dict[str, list[KernelConfig]]:
     """Kernels of ``models`` grouped by their first layer's type (only ``types``), distinct."""
-    from partition.graph import TaskGraph
+    from predictor.model_graph import TaskGraph
     from predictor.fusion import find_kernels
     from predictor.keras_env import import_keras
     from predictor.model_source import load_model

@@ -18,11 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from predictor.errors import DnnsplitError
+from predictor.records import StoreError, read_rows
 
-
-class StoreError(DnnsplitError):
-    """A CSV file is not what it should be (wrong header, malformed rows)."""
+__all__ = ["CsvStore", "StoreError", "read_rows"]
 
 
 class CsvStore:
@@ -103,28 +101,3 @@ def _well_formed(line: bytes, n_columns: int) -> bool:
     except (UnicodeDecodeError, csv.Error):
         return False
     return len(rows) == 1 and len(rows[0]) == n_columns
-
-
-def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
-    """All rows of a CSV as dicts; with ``columns``, the header must hold them all."""
-    path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            if columns is not None:
-                missing = [c for c in columns if c not in header]
-                if missing:
-                    raise StoreError(
-                        f"{path} is not a dnnsplit measurement file: its header lacks "
-                        f"{', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}")
-            rows = []
-            for number, row in enumerate(reader, start=2):
-                if None in row or any(v is None for v in row.values()):
-                    raise StoreError(f"{path}, line {number}: wrong number of fields")
-                rows.append(row)
-            return rows
-    except FileNotFoundError:
-        raise StoreError(f"{path} does not exist") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise StoreError(f"{path} is not a readable CSV file: {exc}") from None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from partition.cost import Predicted, evaluate
 from partition.problem import Link, PlanError, Problem
 from partition.solution import Solution
+from predictor.atomic import write_json_atomic
 
 #: Relative tolerance when a loaded plan's stored predictions are checked.
 RECOMPUTE_RTOL = 1e-6
@@ -144,23 +143,3 @@ class Plan:
         if not isinstance(data, dict):
             raise PlanError(f"plan file {str(path)!r} does not hold a JSON object")
         return cls.from_dict(data)
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON to ``path`` via a temporary file in the same folder and an atomic rename."""
-    return write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -11,6 +11,7 @@ from predictor.cli_support import echo_json, new_app, parse_shape, user_errors
 app = new_app("Per-layer descriptions and latency predictions of Keras models.")
 
 
+
 @app.callback()
 def _main() -> None:
     """Per-layer descriptions and latency predictions of Keras models."""
@@ -25,7 +26,7 @@ def spec_command(
     batch: int = typer.Option(1, min=1, help="batch size"),
 ) -> None:
     """The LayerSpec of every operation call of MODEL: type, output shape, FLOPs, parameters."""
-    from partition.graph import TaskGraph
+    from predictor.model_graph import TaskGraph
     from predictor.model_source import load_model
 
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
@@ -42,6 +43,110 @@ def spec_command(
             f"{spec.flops / 1e6:10.2f} {spec.params:10d}{mark}"
         )
     typer.echo(f"total: {len(tg)} calls, {tg.flops / 1e9:.3f} GFLOPs, {tg.params:,} parameters")
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    data: str = typer.Option(..., help="profile folder of collected CSVs (datasets/<profile>)"),
+    out: Optional[str] = typer.Option(None, help="where to write bundle.json (default: DATA)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Fit per-layer-type regressors (k-fold CV picks the family) and save the bundle."""
+    from pathlib import Path
+
+    from predictor.bundle import BUNDLE_NAME
+    from predictor.estimators import FAMILIES
+    from predictor.train import train
+
+    bundle = train(data, progress=not quiet)
+    path = bundle.save(Path(out or data) / BUNDLE_NAME if not str(out or "").endswith(".json")
+                       else Path(out))
+    families = list(FAMILIES)
+    typer.echo(f"{'type':24s} {'rows':>5s} " + " ".join(f"{f:>9s}" for f in families)
+               + "  chosen")
+    for layer_type in sorted(bundle.cv):
+        scores = bundle.cv[layer_type]
+        cells = " ".join(f"{scores[f]:9.1%}" if f in scores and scores[f] == scores[f]
+                         else f"{'':>9s}" for f in families)
+        typer.echo(f"{layer_type:24s} {bundle.rows[layer_type]:5d} {cells}  "
+                   f"{bundle.chosen[layer_type]}")
+    typer.echo(f"model-level correction x{bundle.correction:.3f} "
+               f"({bundle.meta.get('correction')}); bundle written to {path}")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    model: str = typer.Argument(..., help="keras.applications/zoo name or a .keras file"),
+    device: str = typer.Option(..., help="device profile name or folder"),
+    load: float = typer.Option(0.0, min=0.0, max=1.0, help="background load fraction"),
+    calibrate: bool = typer.Option(False, "--calibrate",
+                                   help="time the reference probe now and scale to it"),
+    as_json: bool = typer.Option(False, "--json"),
+    input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
+    batch: int = typer.Option(1, min=1),
+) -> None:
+    """Per-layer and total latency of MODEL on a device profile, without running it there."""
+    from predictor.bundle import load_bundle
+    from predictor.compose import predict_graph
+    from predictor.model_graph import TaskGraph
+    from predictor.model_source import load_model
+
+    bundle = load_bundle(device)
+    probe_ms = None
+    if calibrate:
+        # CLI glue only: the library takes probe_ms; timing the probe is the collectors' job
+        from collectors.calibrate import calibrate as time_probe
+
+        probe_ms = time_probe(threads=int(bundle.meta.get("threads", 1)))["probe_ms"]
+    tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
+    prediction = predict_graph(bundle, tg, load=load, probe_ms=probe_ms)
+    layers = [{"name": n, "type": tg.graph.nodes[n]["layer_type"], "ms": prediction.node_ms[n]}
+              for n in tg.nodes]
+    if as_json:
+        echo_json({"model": tg.name, "device": bundle.profile, "total_ms": prediction.total_ms,
+                   "layers": layers, "call_overhead_ms": prediction.call_overhead_ms,
+                   "probe_ms": prediction.probe_ms, "calibrated": calibrate,
+                   "unmodelled": prediction.unmodelled})
+        return
+    typer.echo(f"{'layer':40s} {'type':26s} {'ms':>9s}")
+    for layer in layers:
+        typer.echo(f"{layer['name'][:40]:40s} {layer['type'][:26]:26s} {layer['ms']:9.3f}")
+    for layer_type, fallback in prediction.unmodelled.items():
+        typer.echo(f"unmodelled: {layer_type} (predicted by the {fallback})")
+    note = f", scaled to the probe timed now ({prediction.probe_ms:.3f} ms)" if calibrate else ""
+    typer.echo(f"total {prediction.total_ms:.2f} ms on {bundle.profile} at load {load:g}"
+               f" (incl. {prediction.call_overhead_ms:.2f} ms call overhead){note}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    device: str = typer.Option(..., help="device profile name or folder"),
+    docs: str = typer.Option("docs", help="folder for accuracy-<profile>.md and .png"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measured vs predicted on the held-out models; writes the accuracy report and plot."""
+    import sys
+
+    from predictor.evaluate import evaluate_profile, write_report
+
+    report = evaluate_profile(device)
+    md, png = write_report(report, docs, command="predictor " + " ".join(sys.argv[1:]))
+    summary = {"profile": report.profile, "models": len(report.results),
+               "within_10": report.fraction_within(0.10), "within_20": report.fraction_within(0.20),
+               "spearman": report.spearman(), "within_10_raw": report.fraction_within(0.10, False),
+               "spearman_raw": report.spearman(False), "report": str(md), "plot": str(png)}
+    if as_json:
+        echo_json(summary)
+        return
+    for r in report.results:
+        typer.echo(f"{r.model:22s} load {r.load_target:4s} measured {r.measured_ms:9.2f} ms "
+                   f"predicted {r.predicted_ms:9.2f} ms ({r.error_raw:+.1%} raw, "
+                   f"{r.error_norm:+.1%} normalised)")
+    typer.echo(f"within ±10%: {summary['within_10']:.0%} (normalised), ±20%: "
+               f"{summary['within_20']:.0%}; Spearman {summary['spearman']:.3f}; report {md}")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ import keras
 import networkx as nx
 import pytest
 
-from partition.graph import TaskGraph
+from predictor.model_graph import TaskGraph
 from predictor.errors import ModelLoadError, SpecError
 from predictor.model_source import application_names, load_model
 

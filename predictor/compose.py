@@ -1,0 +1,102 @@
+"""From per-kernel predictions to a model's per-layer and whole-model latency.
+
+The nn-Meter pipeline, kept visible: model -> task graph -> kernels (fusion rules) -> one
+regressor per kernel's first layer type -> sum. Then:
+
+- the model-level correction fitted on the training models (``bundle.correction``) scales the
+  kernel sum; it is learned from training-model ground truth only;
+- one call overhead (``bundle.call_overhead_ms``) is added per compiled call (per stage);
+- per-layer times: each kernel's time is shared among its layers by FLOPs (a layer without
+  FLOPs gets a share by output bytes), so that the partitioner can split between layers;
+  a split inside a fused kernel loses the fusion, which this per-layer view approximates.
+
+Times are predicted in units of the profile's reference probe (drift-normalised) and turned
+into milliseconds with the profile's probe time, or with the probe timed now (calibration).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from predictor.bundle import Bundle
+from predictor.feature_table import feature_frame
+from predictor.fusion import Kernel, find_kernels, kernel_record
+from predictor.model_graph import TaskGraph
+
+#: keras.ops calls are predicted by the model of the equivalent layer.
+OPS_AS_LAYERS = {"ops.Add": "Add", "ops.Multiply": "Multiply", "ops.Subtract": "Add",
+                 "ops.Concatenate": "Concatenate"}
+FREE_TYPES = frozenset({"InputLayer"})
+
+
+@dataclass
+class GraphPrediction:
+    """Predicted times in ms for one model on one profile."""
+
+    total_ms: float
+    node_ms: dict[str, float]
+    kernel_ms: list[tuple[Kernel, float]]
+    call_overhead_ms: float
+    unmodelled: dict[str, str] = field(default_factory=dict)  # type -> fallback used
+    probe_ms: float = 0.0
+
+
+def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
+                  probe_ms: float | None = None, corrected: bool = True,
+                  assignment: Mapping[str, str] | None = None) -> GraphPrediction:
+    """Per-node and total latency of a task graph (see the module docstring)."""
+    probe = probe_ms if probe_ms is not None else bundle.reference_probe_ms
+    kernels = find_kernels(tg, assignment=assignment)
+    by_type: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    unmodelled: dict[str, str] = {}
+    for index, kernel in enumerate(kernels):
+        first = tg.graph.nodes[kernel.nodes[0]]["layer_type"]
+        if first in FREE_TYPES:
+            continue
+        kind = OPS_AS_LAYERS.get(first, first)
+        record = kernel_record([tg.spec(n) for n in kernel.nodes])
+        record.update(fused_pattern="+".join([kind] + kernel.pattern.split("+")[1:]),
+                      load=load)
+        if kind not in bundle.types:
+            unmodelled[first] = "generic log-linear model of all layer types"
+            kind = "__fallback__"
+        by_type[kind].append((index, record))
+    normalised = np.zeros(len(kernels))
+    for kind, items in by_type.items():
+        estimator = bundle.fallback if kind == "__fallback__" else bundle.types[kind]
+        frame = feature_frame([r for _, r in items], estimator.feature_names_)
+        normalised[[i for i, _ in items]] = estimator.predict(frame)
+    scale = (bundle.correction if corrected else 1.0) * probe
+    kernel_ms = [(k, float(v * scale)) for k, v in zip(kernels, normalised)]
+    node_ms = {n: 0.0 for n in tg.nodes}
+    for kernel, ms in kernel_ms:
+        for node, share in _shares(tg, kernel).items():
+            node_ms[node] = ms * share
+    overhead = bundle.call_overhead_ms * probe / bundle.reference_probe_ms
+    return GraphPrediction(total_ms=sum(ms for _, ms in kernel_ms) + overhead,
+                           node_ms=node_ms, kernel_ms=kernel_ms, call_overhead_ms=overhead,
+                           unmodelled=unmodelled, probe_ms=probe)
+
+
+def _shares(tg: TaskGraph, kernel: Kernel) -> dict[str, float]:
+    weights = [tg.spec(n).flops or 0 for n in kernel.nodes]
+    if sum(weights) == 0:
+        weights = [tg.spec(n).output_bytes or 1 for n in kernel.nodes]
+    total = float(sum(weights)) or 1.0
+    return {n: w / total for n, w in zip(kernel.nodes, weights)}
+
+
+def predict_model_normalised(bundle: Bundle, model_name: str, load: float = 0.0,
+                             corrected: bool = True) -> float:
+    """Whole-model time of a named model in probe units (used to fit the correction)."""
+    from predictor.keras_env import import_keras
+    from predictor.model_source import load_model
+
+    tg = TaskGraph.from_keras(load_model(model_name))
+    prediction = predict_graph(bundle, tg, load=load, probe_ms=1.0, corrected=corrected)
+    import_keras().backend.clear_session()
+    return prediction.total_ms

@@ -1,0 +1,191 @@
+"""Accuracy on models held out from training and grid design: the promise, checked.
+
+>>> report = evaluate_profile("cpu-1t-tensorflow")          # doctest: +SKIP
+>>> report.within_10, report.spearman                         # doctest: +SKIP
+
+For every ground-truth row (``models.csv``) of the *evaluation* split, the whole-model latency
+is predicted at the row's observed load and compared with the measurement:
+
+- raw: measured ms vs predicted ms at the profile's reference speed;
+- normalised: measured ms / the reference probe timed in the same window vs the prediction in
+  probe units (the machines drift; this is the number that says whether the model is right).
+
+``write_report`` writes ``docs/accuracy-<profile>.md`` and a predicted-vs-measured PNG.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
+from predictor.records import read_rows
+
+
+@dataclass
+class ModelResult:
+    model: str
+    load_target: str
+    measured_ms: float
+    predicted_ms: float
+    measured_norm: float
+    predicted_norm: float
+
+    @property
+    def error_raw(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1
+
+    @property
+    def error_norm(self) -> float:
+        return self.predicted_norm / self.measured_norm - 1
+
+
+@dataclass
+class AccuracyReport:
+    profile: str
+    results: list[ModelResult]
+    cv: dict[str, dict[str, float]] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    noise_floor: dict | None = None
+
+    def fraction_within(self, limit: float, normalised: bool = True) -> float:
+        errors = [abs(r.error_norm if normalised else r.error_raw) for r in self.results]
+        return sum(e <= limit for e in errors) / len(errors) if errors else float("nan")
+
+    def spearman(self, normalised: bool = True) -> float:
+        from scipy.stats import spearmanr
+
+        if len(self.results) < 3:
+            return float("nan")
+        measured = [r.measured_norm if normalised else r.measured_ms for r in self.results]
+        predicted = [r.predicted_norm if normalised else r.predicted_ms for r in self.results]
+        return float(spearmanr(measured, predicted).statistic)
+
+
+def evaluate_profile(profile: str, split: str = "evaluation",
+                     bundle: Bundle | None = None) -> AccuracyReport:
+    from predictor.compose import predict_model_normalised
+
+    folder = profile_dir(profile)
+    truth = folder / GROUND_TRUTH_NAME
+    if not truth.exists():
+        raise ProfileError(f"no ground truth in {folder}: run `collectors models` first")
+    bundle = bundle or load_bundle(folder)
+    results = []
+    for row in read_rows(truth):
+        if row["split"] != split:
+            continue
+        predicted_norm = predict_model_normalised(bundle, row["model"], load=float(row["load"]))
+        measured_ms = float(row["median_ms"])
+        results.append(ModelResult(
+            model=row["model"], load_target=row["load_target"], measured_ms=measured_ms,
+            predicted_ms=predicted_norm * bundle.reference_probe_ms,
+            measured_norm=measured_ms / float(row["ref_probe_ms"]),
+            predicted_norm=predicted_norm))
+    if not results:
+        raise ProfileError(f"no {split} models in {truth}")
+    noise = None
+    repeat = folder / "repeatability.json"
+    if repeat.exists():
+        import json
+
+        noise = {k: v for k, v in json.loads(repeat.read_text()).items() if k != "details"}
+    return AccuracyReport(folder.name, results, bundle.cv, bundle.chosen, bundle.rows, noise)
+
+
+def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
+                 command: str = "") -> tuple[Path, Path]:
+    from predictor.atomic import write_text_atomic
+
+    docs = Path(docs_dir)
+    png = docs / f"accuracy-{report.profile}.png"
+    _scatter(report, png)
+    lines = [
+        f"# Predictor accuracy: {report.profile}",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.node()} "
+        f"({platform.machine()}), with `{command or 'predictor evaluate --device ' + report.profile}`.",
+        "",
+        "Whole-model latency of the **held-out evaluation models** (never used for grids, "
+        "training or the model-level correction), predicted from kernel microbenchmarks.",
+        "Normalised = divided by the reference probe timed in the same window (the machine "
+        "drifts); raw = milliseconds at the profile's reference speed.",
+        "",
+        "| | within ±10% | within ±20% | Spearman | median abs error |",
+        "|---|---|---|---|---|",
+    ]
+    for label, norm in (("normalised", True), ("raw", False)):
+        errors = [abs(r.error_norm if norm else r.error_raw) for r in report.results]
+        lines.append(f"| {label} | {report.fraction_within(0.10, norm):.0%} | "
+                     f"{report.fraction_within(0.20, norm):.0%} | {report.spearman(norm):.3f} | "
+                     f"{statistics.median(errors):.1%} |")
+    lines += ["", f"![predicted vs measured]({png.name})", "",
+              "| model | load | measured ms | predicted ms | error raw | measured/probe | "
+              "predicted/probe | error normalised |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(report.results, key=lambda r: (r.load_target, r.model)):
+        lines.append(f"| {r.model} | {r.load_target} | {r.measured_ms:.2f} | "
+                     f"{r.predicted_ms:.2f} | {r.error_raw:+.1%} | {r.measured_norm:.2f} | "
+                     f"{r.predicted_norm:.2f} | {r.error_norm:+.1%} |")
+    if report.noise_floor:
+        lines += ["", "Noise floor (two collections of the same kernel configurations, "
+                      "`benchmarks/repeatability.py`): median relative difference "
+                      f"{report.noise_floor.get('median_rel_diff_raw', float('nan')):.1%} raw, "
+                      f"{report.noise_floor.get('median_rel_diff_probe_normalised', float('nan')):.1%}"
+                      " normalised by the probe."]
+    lines += ["", "## Per layer type: k-fold CV error of each family (mean relative error)", "",
+              "| type | rows | chosen | " + " | ".join(_families(report)) + " |",
+              "|---|---|---|" + "---|" * len(_families(report))]
+    for layer_type in sorted(report.cv):
+        scores = report.cv[layer_type]
+        cells = [f"{scores[f]:.1%}" if f in scores and scores[f] == scores[f] else ""
+                 for f in _families(report)]
+        lines.append(f"| {layer_type} | {report.rows.get(layer_type, '')} | "
+                     f"{report.chosen.get(layer_type, '')} | " + " | ".join(cells) + " |")
+    md = write_text_atomic(docs / f"accuracy-{report.profile}.md", "\n".join(lines) + "\n")
+    return md, png
+
+
+def _families(report: AccuracyReport) -> list[str]:
+    from predictor.estimators import FAMILIES
+
+    return list(FAMILIES)
+
+
+def _scatter(report: AccuracyReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, norm, unit in ((axes[0], True, "probe units"), (axes[1], False, "ms")):
+        measured = np.array([r.measured_norm if norm else r.measured_ms for r in report.results])
+        predicted = np.array([r.predicted_norm if norm else r.predicted_ms
+                              for r in report.results])
+        ax.scatter(measured, predicted, s=18)
+        for r, x, y in zip(report.results, measured, predicted):
+            ax.annotate(r.model, (x, y), fontsize=6, alpha=0.7)
+        lo, hi = min(measured.min(), predicted.min()) * 0.8, max(measured.max(),
+                                                               predicted.max()) * 1.2
+        grid = np.array([lo, hi])
+        ax.plot(grid, grid, "k-", lw=0.8)
+        for f in (0.9, 1.1):
+            ax.plot(grid, grid * f, "k:", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"measured ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.set_title(("normalised by the probe" if norm else "raw") + ": ±10% dotted")
+    fig.suptitle(f"{report.profile}: held-out models")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

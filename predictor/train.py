@@ -1,0 +1,126 @@
+"""Train a profile's predictor: per layer type, the family with the lowest k-fold CV error.
+
+>>> bundle = train("datasets/cpu-1t-tensorflow")        # doctest: +SKIP
+>>> bundle.cv["Conv2D"]                                  # doctest: +SKIP
+{'linear': 0.61, 'loglinear': 0.22, 'forest': 0.12, 'gbm': 0.09, 'xgboost': 0.08}
+
+The error is the mean absolute relative error of the drift-normalised time. Types with few
+rows use fewer folds; below ``MIN_ROWS_FOR_CV`` only the log-linear family is fitted. A generic
+log-linear model over all rows is the fallback for layer types without their own model.
+Afterwards one model-level correction (a scale on the kernel sum) is fitted on the
+*training* models' ground truth (``models.csv``), never on the evaluation models.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from predictor.bundle import (GROUND_TRUTH_NAME, Bundle, ProfileError, data_hash, kernel_csvs,
+                              library_versions)
+from predictor.estimators import FAMILIES, make
+from predictor.feature_table import error_floor, feature_frame, feature_names, target
+
+MIN_ROWS_FOR_CV = 8
+FOLDS = 5
+
+
+def load_records(folder: str | Path) -> dict[str, list[dict]]:
+    """Kernel rows of a profile folder grouped by the kernel's first layer type."""
+    from predictor.records import read_rows
+    from predictor.features import RECORD_COLUMNS
+
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for path in kernel_csvs(folder):
+        for row in read_rows(path, list(RECORD_COLUMNS)):
+            grouped[row["layer_type"]].append(row)
+    return dict(grouped)
+
+
+def relative_error(pred: np.ndarray, truth: np.ndarray, floor: np.ndarray | float = 0.0) -> float:
+    """Mean of |pred - truth| / max(truth, floor)."""
+    return float(np.mean(np.abs(pred - truth) / np.maximum(truth, floor)))
+
+
+def cross_validate(records: Sequence[dict], families: Iterable[str],
+                   folds: int = FOLDS, seed: int = 0) -> dict[str, float]:
+    from sklearn.model_selection import KFold
+
+    X, y, floor = feature_frame(records), target(records), error_floor(records)
+    k = min(folds, len(records))
+    result = {}
+    for family in families:
+        predictions = np.empty_like(y)
+        for train_idx, test_idx in KFold(k, shuffle=True, random_state=seed).split(X):
+            est = make(family).fit(X.iloc[train_idx], y[train_idx])
+            predictions[test_idx] = est.predict(X.iloc[test_idx])
+        result[family] = relative_error(predictions, y, floor)
+    return result
+
+
+def train(folder: str | Path, families: Sequence[str] | None = None,
+          progress: bool = False) -> Bundle:
+    folder = Path(folder)
+    grouped = load_records(folder)
+    if not grouped:
+        raise ProfileError(f"no measurement rows in {folder}: run `collectors collect` first")
+    families = list(families or FAMILIES)
+    all_records = [r for rows in grouped.values() for r in rows]
+    types, cv, chosen, rows = {}, {}, {}, {}
+    items = sorted(grouped.items())
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="train", unit="type")
+    for layer_type, records in items:
+        rows[layer_type] = len(records)
+        if len(records) < MIN_ROWS_FOR_CV:
+            scores = {"loglinear": math.nan}
+        else:
+            scores = cross_validate(records, families)
+        cv[layer_type] = scores
+        best = min(scores, key=lambda f: (math.isnan(scores[f]), scores[f]))
+        chosen[layer_type] = best
+        types[layer_type] = make(best).fit(feature_frame(records), target(records))
+    fallback = make("loglinear").fit(feature_frame(all_records), target(all_records))
+    probes = [float(r["ref_probe_ms"]) for r in all_records if r["load_target"] == "0"]
+    overheads = [float(r["overhead_ms"]) for r in all_records if r["load_target"] == "0"]
+    bundle = Bundle(
+        profile=folder.name, types=types, fallback=fallback, feature_names=feature_names(),
+        reference_probe_ms=statistics.median(probes or [float(r["ref_probe_ms"])
+                                                        for r in all_records]),
+        call_overhead_ms=statistics.median(overheads or [0.0]),
+        cv=cv, chosen=chosen, rows=rows, versions=library_versions(),
+        data_hash=data_hash(folder),
+    )
+    fit_correction(bundle, folder)
+    return bundle
+
+
+def fit_correction(bundle: Bundle, folder: Path) -> None:
+    """Scale on the kernel sum fitted on the training models' unloaded ground truth."""
+    truth = folder / GROUND_TRUTH_NAME
+    if not truth.exists():
+        bundle.meta["correction"] = "none: no models.csv"
+        return
+    from predictor.records import read_rows
+    from predictor.compose import predict_model_normalised
+
+    ratios, used = [], []
+    for row in read_rows(truth):
+        if row["split"] != "train" or row["load_target"] != "0":
+            continue
+        measured = float(row["median_ms"]) / float(row["ref_probe_ms"])
+        kernels = predict_model_normalised(bundle, row["model"], load=float(row["load"]),
+                                           corrected=False)
+        ratios.append(math.log(measured / kernels))
+        used.append(row["model"])
+    if ratios:
+        bundle.correction = math.exp(statistics.median(ratios))
+        bundle.meta["correction"] = {"fitted_on": used, "method": "exp(median log ratio)",
+                                     "spread_log": statistics.pstdev(ratios)}

@@ -1,0 +1,120 @@
+"""Train on a synthetic profile; bundles round-trip, and stale ones are rebuilt or refused."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from predictor.bundle import BUNDLE_NAME, Bundle, ProfileError, load_bundle
+from predictor.cli import app
+from predictor.compose import predict_graph
+from predictor.estimators import BundleFormatError
+from predictor.model_graph import TaskGraph
+from synthetic_profile import make_profile
+
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    folder = make_profile(tmp_path_factory.mktemp("profiles") / "synthetic-cpu")
+    result = runner.invoke(app, ["train", "--data", str(folder), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Conv2D" in result.stdout and "chosen" in result.stdout
+    return folder
+
+
+def small_model():
+    import keras
+
+    x = keras.Input((14, 14, 8), name="x")
+    y = keras.layers.Conv2D(16, 3, padding="same", name="c1")(x)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    y = keras.layers.Activation("relu", name="act")(y)
+    z = keras.layers.Conv2D(16, 1, name="c2")(x)
+    y = keras.layers.Add(name="add")([y, z])
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(10, name="fc")(y), name="small")
+
+
+def test_bundle_round_trip_gives_identical_predictions(profile):
+    bundle = load_bundle(profile)
+    again = Bundle.from_dict(json.loads(json.dumps(bundle.to_dict())))
+    tg = TaskGraph.from_keras(small_model())
+    first, second = predict_graph(bundle, tg), predict_graph(again, tg)
+    assert first.node_ms == second.node_ms and first.total_ms == second.total_ms
+    assert set(bundle.cv) == {"Add", "Conv2D", "Dense"}
+    assert bundle.chosen["Conv2D"] in bundle.cv["Conv2D"]
+
+
+def test_prediction_follows_the_known_cost_law(profile):
+    from synthetic_profile import synthetic_ms
+
+    from predictor.fusion import find_kernels, kernel_record
+
+    bundle = load_bundle(profile)
+    tg = TaskGraph.from_keras(small_model())
+    prediction = predict_graph(bundle, tg, probe_ms=2.0)
+    expected = 0.0
+    for kernel in find_kernels(tg):
+        record = kernel_record([tg.spec(n) for n in kernel.nodes])
+        if record["layer_type"] in ("Conv2D", "Dense", "Add"):
+            expected += synthetic_ms(record)
+    modelled = sum(ms for k, ms in prediction.kernel_ms
+                   if tg.graph.nodes[k.nodes[0]]["layer_type"] in ("Conv2D", "Dense", "Add"))
+    assert modelled == pytest.approx(expected, rel=0.35)
+    assert "GlobalAveragePooling2D" in prediction.unmodelled  # fallback is reported
+    assert sum(prediction.node_ms.values()) + prediction.call_overhead_ms == \
+        pytest.approx(prediction.total_ms)
+
+
+def test_bundle_from_another_xgboost_is_rebuilt_from_the_csvs(profile, tmp_path):
+    copy = tmp_path / "synthetic-cpu"
+    shutil.copytree(profile, copy)
+    data = json.loads((copy / BUNDLE_NAME).read_text())
+    data["versions"]["xgboost"] = "1.0.0"
+    (copy / BUNDLE_NAME).write_text(json.dumps(data))
+    with pytest.raises(BundleFormatError, match="XGBoost 1.x"):
+        load_bundle(copy, rebuild=False)
+    rebuilt = load_bundle(copy)
+    assert rebuilt.versions["xgboost"] != "1.0.0"
+    assert json.loads((copy / BUNDLE_NAME).read_text())["versions"]["xgboost"] != "1.0.0"
+
+
+def test_bundle_without_csvs_is_refused_clearly(profile, tmp_path):
+    lone = tmp_path / "lonely"
+    lone.mkdir()
+    data = json.loads((profile / BUNDLE_NAME).read_text())
+    data["format"] = 999
+    (lone / BUNDLE_NAME).write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="no CSVs"):
+        load_bundle(lone)
+    with pytest.raises(ProfileError, match="unknown device profile"):
+        load_bundle("cpu-0t-nonexistent")
+
+
+def test_predict_cli_json_and_errors(profile, tmp_path):
+    path = tmp_path / "small.keras"
+    small_model().save(path)
+    result = runner.invoke(app, ["predict", str(path), "--device", str(profile), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"model", "device", "total_ms", "layers"} <= set(out)
+    assert [l["name"] for l in out["layers"]][:2] == ["x", "c1"]
+    assert out["total_ms"] == pytest.approx(sum(l["ms"] for l in out["layers"])
+                                            + out["call_overhead_ms"])
+    bad = runner.invoke(app, ["predict", str(path), "--device", "no-such-profile"])
+    assert bad.exit_code == 2 and "unknown device profile" in bad.stderr
+    table = runner.invoke(app, ["predict", str(path), "--device", str(profile)])
+    assert "unmodelled: GlobalAveragePooling2D" in table.stdout
+
+
+def test_train_on_a_malformed_csv_gives_one_error(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "Conv2D.csv").write_text("layer_type,median_ms\nConv2D,1\n")
+    result = runner.invoke(app, ["train", "--data", str(folder), "--quiet"])
+    assert result.exit_code == 2 and "not a dnnsplit measurement file" in result.stderr
