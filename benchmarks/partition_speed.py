@@ -63,7 +63,7 @@ def main(argv=None):
     from partition.dp import dp
     from partition.graph import TaskGraph
     from partition.neurosurgeon import neurosurgeon
-    from predictor.atomic import write_text_atomic
+    from predictor.files import write_text_atomic
     from predictor.keras_env import import_keras
     from predictor.model_source import application_names, load_model
 

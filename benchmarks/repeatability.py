@@ -71,7 +71,7 @@ def main(argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "details": details,
     }
-    from predictor.atomic import write_json_atomic
+    from predictor.files import write_json_atomic
 
     write_json_atomic(data / "repeatability.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=1))

@@ -128,7 +128,7 @@ def link_command(
 ) -> None:
     """Measure a link to a peer (or write a synthetic one) as a link profile JSON."""
     from collectors.link import DEFAULT_SIZES, LinkError, measure_link, parse_peer, synthetic_link
-    from predictor.atomic import write_json_atomic
+    from predictor.files import write_json_atomic
 
     if (peer is None) == (mbps is None):
         raise LinkError("give either --peer HOST:PORT (measure) or --mbps (synthetic)")

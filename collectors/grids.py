@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from collectors.kernels import KernelConfig
 from predictor.errors import DnnsplitError
+from predictor.files import read_json
 
 MAX_KERNEL_GFLOPS = 4.0
 GRID_DIR = Path(str(files("collectors").joinpath("grids")))
@@ -47,15 +48,11 @@ class Grid:
     @classmethod
     def load(cls, path: str | Path) -> "Grid":
         path = Path(path)
+        data = read_json(path, "grid file", GridError)
         try:
-            data = json.loads(path.read_text())
             grid = cls(str(data["layer_type"]), str(data["family"]), int(data["random"]),
                        int(data.get("seed", 0)), bool(data.get("from_models", True)),
                        dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)))
-        except FileNotFoundError:
-            raise GridError(f"grid file {str(path)!r} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GridError(f"grid file {str(path)!r} is not JSON: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise GridError(f"grid file {str(path)!r} is malformed: missing or bad {exc}") from None
         if grid.family not in FAMILIES:

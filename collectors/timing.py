@@ -92,63 +92,55 @@ def configure_threads(threads: int) -> None:
 
 
 def compile_forward(model, device: str | None = None) -> Callable[[Sequence[Any]], None]:
-    """A function ``run(inputs)`` that calls ``model`` compiled once and blocks on the result."""
-    keras = import_keras()
-    name = keras.backend.backend()
-    if name == "tensorflow":
-        import tensorflow as tf
+    """A function ``run(inputs)`` that calls ``model`` compiled once and blocks on the result.
 
-        fn = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
-
-        def run(inputs):
-            with _device_scope(device):
-                out = fn(_structure(inputs))
-            _block(out)
-
-        return run
-    if name == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        fn = jax.jit(lambda tv, ntv, xs: model.stateless_call(tv, ntv, xs, training=False)[0])
-
-        def run(inputs):
-            with _device_scope(device):
-                out = fn(trainable, non_trainable, _structure(inputs))
-            jax.block_until_ready(out)
-
-        return run
-    raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+    With JAX the weights are arguments of the jitted function (not constants folded into it).
+    """
+    if backend() == "jax":
+        weights = ([v.value for v in model.trainable_variables],
+                   [v.value for v in model.non_trainable_variables])
+    else:
+        weights = ()
+    return _compiled(lambda xs: model(xs, training=False),
+                     lambda tv, ntv, xs: model.stateless_call(tv, ntv, xs, training=False)[0],
+                     weights, device)
 
 
 def compile_identity(device: str | None = None) -> Callable[[Sequence[Any]], None]:
     """The empty call: an identity compiled like :func:`compile_forward`."""
-    keras = import_keras()
-    name = keras.backend.backend()
+    return _compiled(lambda xs: xs, lambda xs: xs, (), device)
+
+
+def _compiled(tf_body: Callable, jax_body: Callable, jax_args: tuple,
+              device: str | None) -> Callable[[Sequence[Any]], None]:
+    name = backend()
     if name == "tensorflow":
         import tensorflow as tf
 
-        fn = tf.function(lambda xs: xs, reduce_retracing=True)
+        fn = tf.function(tf_body, reduce_retracing=True)
 
-        def run(inputs):
-            with _device_scope(device):
-                out = fn(_structure(inputs))
-            _block(out)
+        def call(xs):
+            return fn(xs)
 
-        return run
-    if name == "jax":
+        block = _block
+    elif name == "jax":
         import jax
 
-        fn = jax.jit(lambda xs: xs)
+        fn = jax.jit(jax_body)
 
-        def run(inputs):
-            with _device_scope(device):
-                out = fn(_structure(inputs))
-            jax.block_until_ready(out)
+        def call(xs):
+            return fn(*jax_args, xs)
 
-        return run
-    raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+        block = jax.block_until_ready
+    else:
+        raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+
+    def run(inputs):
+        with _device_scope(device):
+            out = call(_structure(inputs))
+        block(out)
+
+    return run
 
 
 def _structure(inputs):

@@ -15,7 +15,6 @@ A link is ``A-B=FILE``: JSON ``{"latency_ms": .., "mbps": ..}`` for both directi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Mapping, Sequence
 
 from partition.graph import TaskGraph
 from partition.problem import Link, PlanError, Problem
+from predictor.files import read_json
 
 _DEVICE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)(=(?P<source>[A-Za-z0-9_.\-]+))?"
                      r"(:x(?P<factor>[0-9]*\.?[0-9]+))?$")
@@ -53,12 +53,7 @@ class DeviceSpec:
 def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
     """Read a costs file (see the module docstring) as node -> column -> ms."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"costs file {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"costs file {str(path)!r} is not JSON: {exc}") from None
+    data = read_json(path, "costs file", PlanError)
     try:
         if isinstance(data, dict) and "compute_ms" in data:
             table = data["compute_ms"]
@@ -104,29 +99,29 @@ def _split_pair(pair: str, devices: Sequence[str]) -> tuple[str, str]:
 
 
 def _read_link_file(file: str) -> tuple[Link, Link]:
-    path = Path(file)
+    data = read_json(file, "link profile", PlanError)
     try:
-        data = json.loads(path.read_text())
         if "up" in data:
             return (Link(float(data["up"]["latency_ms"]), float(data["up"]["mbps"])),
                     Link(float(data["down"]["latency_ms"]), float(data["down"]["mbps"])))
         link = Link(float(data["latency_ms"]), float(data["mbps"]))
         return link, link
-    except FileNotFoundError:
-        raise PlanError(f"link profile {file!r} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"link profile {file!r} is malformed ({exc}): expected "
                         '{"latency_ms": .., "mbps": ..} or {"up": {..}, "down": {..}}') from None
 
 
 def predicted_costs(tg: TaskGraph, profile: str) -> dict[str, float]:
     """Per-node compute time (ms) predicted for a device profile by its trained bundle."""
-    from dnnsplit_datasets import profiles
+    from predictor.bundle import ProfileError, load_bundle
+    from predictor.compose import predict_graph
 
-    raise PlanError(
-        f"no trained predictor for device profile {profile!r} (shipped profiles: "
-        f"{', '.join(profiles()) or 'none yet'}); give measured costs with --costs FILE"
-    )
+    try:
+        bundle = load_bundle(profile)
+    except ProfileError as exc:
+        raise PlanError(f"no trained predictor for device profile {profile!r}: {exc}; or give "
+                        "measured costs with --costs FILE") from None
+    return predict_graph(bundle, tg).node_ms
 
 
 def problem_from_graph(

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from partition.cost import Predicted, evaluate
 from partition.problem import Link, PlanError, Problem
 from partition.solution import Solution
-from predictor.atomic import write_json_atomic
+from predictor.files import read_json, write_json_atomic
 
 #: Relative tolerance when a loaded plan's stored predictions are checked.
 RECOMPUTE_RTOL = 1e-6
@@ -133,13 +132,7 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PlanError(f"plan file {str(path)!r} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PlanError(f"plan file {str(path)!r} is not JSON: {exc}") from None
+        data = read_json(path, "plan file", PlanError)
         if not isinstance(data, dict):
             raise PlanError(f"plan file {str(path)!r} does not hold a JSON object")
         return cls.from_dict(data)

@@ -128,7 +128,7 @@ class Bundle:
             raise BundleFormatError(f"malformed bundle: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
-        from predictor.atomic import write_json_atomic
+        from predictor.files import write_json_atomic
 
         return write_json_atomic(path, self.to_dict())
 

@@ -101,7 +101,7 @@ def evaluate_profile(profile: str, split: str = "evaluation",
 
 def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
                  command: str = "") -> tuple[Path, Path]:
-    from predictor.atomic import write_text_atomic
+    from predictor.files import write_text_atomic
 
     docs = Path(docs_dir)
     png = docs / f"accuracy-{report.profile}.png"

@@ -1,6 +1,5 @@
 """Collectors on tiny grids: a run, kill-and-resume, overhead subtraction, errors, load process."""
 
-import csv
 import json
 import os
 import signal

@@ -67,7 +67,7 @@ def test_rate_limited_link_between_namespaces_is_measured_at_its_rate(tmp_path):
     ns_a, ns_b = "dnnsplit-a", "dnnsplit-b"
     commands = [
         f"ip netns add {ns_a}", f"ip netns add {ns_b}",
-        f"ip link add dnsa type veth peer name dnsb",
+        "ip link add dnsa type veth peer name dnsb",
         f"ip link set dnsa netns {ns_a}", f"ip link set dnsb netns {ns_b}",
         f"ip -n {ns_a} addr add 10.213.0.1/24 dev dnsa", f"ip -n {ns_b} addr add 10.213.0.2/24 dev dnsb",
         f"ip -n {ns_a} link set dnsa up", f"ip -n {ns_b} link set dnsb up",
