@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from predictor.cli_support import echo_json, new_app
+from predictor.cli_support import echo_json, new_app, user_errors
 
 app = new_app("Run a split plan as a pipeline of Keras sub-models on devices.")
 
@@ -25,6 +27,54 @@ def devices_command(as_json: bool = typer.Option(False, "--json")) -> None:
         echo_json({"backend": keras.backend.backend(), "devices": devices})
         return
     typer.echo(f"backend {keras.backend.backend()}: {', '.join(devices)}")
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    model: str = typer.Argument(..., help="the model the plan was made for"),
+    plan: str = typer.Option(..., help="plan JSON written by `partition plan --out`"),
+    frames: int = typer.Option(50, min=1, help="frames to push through the pipeline"),
+    backend: str = typer.Option("local", help="local (threads in this process)"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
+    no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
+    as_json: bool = typer.Option(False, "--json"),
+    timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
+) -> None:
+    """Run MODEL split as PLAN says; measured throughput, latency and stage times vs the plan."""
+    from executor.run import configure_worker_threads, execute
+    from partition.plan import Plan
+    from predictor.model_source import load_model
+
+    loaded = Plan.load(plan)
+    configure_worker_threads(len(loaded.stages), threads)
+    report = execute(load_model(model), loaded, frames=frames, backend=backend,
+                     emulate_links=not no_links)
+    if timeline:
+        from executor.timeline import plot_timeline
+
+        plot_timeline(report.run, timeline)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    m, p = report.measured, report.predicted
+
+    def diff(measured, predicted):
+        return f"{(measured / predicted - 1):+.1%}" if predicted else ""
+
+    typer.echo(f"{report.frames} frames, backend {report.backend}, outputs match the unsplit "
+               f"model: {report.outputs_match}")
+    typer.echo(f"{'':22s} {'measured':>10s} {'predicted':>10s} {'diff':>8s}")
+    typer.echo(f"{'throughput fps':22s} {m['throughput_fps']:10.2f} {p['throughput_fps']:10.2f} "
+               f"{diff(m['throughput_fps'], p['throughput_fps']):>8s}")
+    typer.echo(f"{'period ms':22s} {m['period_ms']:10.2f} {p['period_ms']:10.2f} "
+               f"{diff(m['period_ms'], p['period_ms']):>8s}")
+    typer.echo(f"{'latency p50 ms':22s} {m['latency_p50_ms']:10.2f} {p['latency_ms']:10.2f} "
+               f"{diff(m['latency_p50_ms'], p['latency_ms']):>8s}")
+    typer.echo(f"{'latency p95 ms':22s} {m['latency_p95_ms']:10.2f}")
+    for stage in report.stages:
+        typer.echo(f"{'stage ' + stage['device']:22s} {stage['busy_ms']:10.2f} "
+                   f"{stage['predicted_ms']:10.2f} {diff(stage['busy_ms'], stage['predicted_ms']):>8s}")
 
 
 def main() -> None:

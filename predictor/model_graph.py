@@ -12,7 +12,9 @@ called more than once gives one node per call, the later ones named ``name@1``, 
 
 Node attributes: ``spec`` (:class:`~predictor.features.LayerSpec`), ``layer_type``, ``flops``,
 ``params``, ``output_bytes`` (all outputs of the call), ``path`` (names from the outer model to
-the operation), ``call`` (call number of that operation in this graph).
+the operation), ``call`` (call number of that operation in this graph), and, for re-running the
+call elsewhere (the executor's stages), ``keras_node`` (the Keras call) and ``sources`` (for
+each input tensor of the call, in order: the producing graph node and its output index).
 Edge attributes: ``bytes`` (distinct tensors sent from producer to consumer).
 """
 
@@ -37,6 +39,8 @@ class TaskGraph:
     input_nodes: tuple[str, ...]
     output_nodes: tuple[str, ...]
     batch_size: int = 1
+    #: for each model output, in order: (producing node, output index)
+    output_sources: tuple[tuple[str, int], ...] = ()
     _order: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -45,9 +49,10 @@ class TaskGraph:
         builder = _Builder(batch_size)
         functional = _functional_of(model)
         builder.walk(functional, prefix="", path=(), top_level=True)
-        outputs = []
+        outputs, output_sources = [], []
         for tensor in functional.outputs:
-            node = builder.tensor_source[id(tensor)][0]
+            node, index, _ = builder.tensor_source[id(tensor)]
+            output_sources.append((node, index))
             if node not in outputs:
                 outputs.append(node)
         inputs = [builder.tensor_source[id(t)][0] for t in functional.inputs]
@@ -60,6 +65,7 @@ class TaskGraph:
             input_nodes=tuple(dict.fromkeys(inputs)),
             output_nodes=tuple(outputs),
             batch_size=batch_size,
+            output_sources=tuple(output_sources),
             _order=list(graph.nodes),
         )
 
@@ -137,8 +143,8 @@ class _Builder:
     def __init__(self, batch_size: int):
         self.batch_size = batch_size
         self.graph = nx.DiGraph()
-        #: id(KerasTensor) -> (producing node, bytes)
-        self.tensor_source: dict[int, tuple[str, int]] = {}
+        #: id(KerasTensor) -> (producing node, output index, bytes)
+        self.tensor_source: dict[int, tuple[str, int, int]] = {}
         self.calls: dict[str, int] = {}
 
     def _unique(self, name: str) -> tuple[str, int]:
@@ -177,7 +183,7 @@ class _Builder:
         for outer, inner_output in zip(knode.outputs, inner.outputs):
             self.tensor_source[id(outer)] = self.tensor_source[id(inner_output)]
 
-    def _source(self, tensor, consumer) -> tuple[str, int]:
+    def _source(self, tensor, consumer) -> tuple[str, int, int]:
         try:
             return self.tensor_source[id(tensor)]
         except KeyError:
@@ -200,16 +206,19 @@ class _Builder:
             output_bytes=spec.output_bytes,
             path=path + (op.name,),
             call=call,
+            keras_node=knode,
+            sources=tuple(self._source(t, op)[:2] for t in knode.input_tensors),
         )
         seen: set[int] = set()
         for tensor in knode.input_tensors:
             if id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            source, nbytes = self._source(tensor, op)
+            source, _, nbytes = self._source(tensor, op)
             if self.graph.has_edge(source, node_id):
                 self.graph.edges[source, node_id]["bytes"] += nbytes
             else:
                 self.graph.add_edge(source, node_id, bytes=nbytes)
-        for tensor in knode.outputs:
-            self.tensor_source[id(tensor)] = (node_id, tensor_nbytes(tensor, self.batch_size))
+        for index, tensor in enumerate(knode.outputs):
+            self.tensor_source[id(tensor)] = (node_id, index,
+                                              tensor_nbytes(tensor, self.batch_size))

@@ -1,0 +1,100 @@
+"""Run a plan: cut the model, pipeline the stages, compare measured with predicted.
+
+>>> report = execute(model, Plan.load("plans/plan-dp.json"), frames=50)   # doctest: +SKIP
+>>> report.measured["throughput_fps"], report.predicted["throughput_fps"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from executor.local import RunResult, run_pipeline
+from executor.stages import build_stages, model_input_keys
+from predictor.errors import DnnsplitError
+from predictor.keras_env import import_keras
+from predictor.model_graph import TaskGraph
+
+BACKENDS = ("local",)
+
+
+@dataclass
+class ExecutionReport:
+    frames: int
+    backend: str
+    outputs_match: bool
+    measured: dict[str, float]
+    predicted: dict[str, float]
+    stages: list[dict[str, Any]]
+    links: list[dict[str, Any]] = field(default_factory=list)
+    run: RunResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "backend": self.backend,
+                "outputs_match": self.outputs_match, "measured": self.measured,
+                "predicted": self.predicted, "stages": self.stages, "links": self.links}
+
+
+def configure_worker_threads(workers: int, threads: int = 1) -> bool:
+    """TensorFlow: ``threads`` per op, one inter-op thread per worker. False if too late."""
+    keras = import_keras()
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(workers, 1))
+        return True
+    except RuntimeError:
+        return False
+
+
+def random_frames(model, n: int, seed: int = 0) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
+    return [[rng.standard_normal(s).astype(str(t.dtype)) for s, t in zip(shapes, model.inputs)]
+            for _ in range(n)]
+
+
+def execute(model, plan, frames: int = 50, backend: str = "local",
+            devices: dict[str, str] | None = None, check_frames: int = 3,
+            emulate_links: bool = True, seed: int = 0) -> ExecutionReport:
+    if backend not in BACKENDS:
+        raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)} "
+                            "(the Ray backend is not built yet)")
+    if frames < 1:
+        raise DnnsplitError("--frames must be at least 1")
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, plan, tg)
+    data = random_frames(model, frames, seed)
+    problem = plan.problem
+    links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}
+             for pair, link in problem.links.items()} if emulate_links else None
+    result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
+                          links=links, first_device=problem.devices[0], devices=devices,
+                          keep_outputs=check_frames)
+    matches = True
+    for arrays, outputs in zip(data[:check_frames], result.outputs):
+        reference = model(arrays if len(arrays) > 1 else arrays[0], training=False)
+        reference = reference if isinstance(reference, (list, tuple)) else [reference]
+        matches &= all(np.allclose(np.asarray(r), o, rtol=1e-3, atol=1e-4)
+                       for r, o in zip(reference, outputs))
+    predicted = plan.predicted
+    index = {d: i for i, d in enumerate(problem.devices)}
+    stage_rows = [{"device": s.device, "nodes": len(s.nodes),
+                   "busy_ms": result.busy_ms.get(s.device, 0.0),
+                   "predicted_ms": predicted.device_ms[index[s.device]]} for s in stages]
+    link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
+                 for (a, b), ms in sorted(predicted.link_ms.items())]
+    return ExecutionReport(
+        frames=frames, backend=backend, outputs_match=bool(matches),
+        measured={"throughput_fps": result.throughput_fps, "period_ms": result.period_ms,
+                  "latency_p50_ms": float(np.percentile(result.latencies_ms, 50)),
+                  "latency_p95_ms": float(np.percentile(result.latencies_ms, 95)),
+                  "link_ms": result.link_ms},
+        predicted={"throughput_fps": predicted.throughput_fps, "period_ms": predicted.period_ms,
+                   "latency_ms": predicted.latency_ms},
+        stages=stage_rows, links=link_rows, run=result)

@@ -1,0 +1,43 @@
+"""Gantt chart of a pipeline run: one lane per stage and link, one bar per frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from executor.local import RunResult
+
+MAX_FRAMES = 8
+
+
+def plot_timeline(result: RunResult, path: str | Path, frames: int = MAX_FRAMES) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    events = [e for e in result.events if e.frame < frames]
+    if not events:
+        raise ValueError("no events to plot")
+    t0 = min(e.start for e in events)
+    lanes = list(dict.fromkeys(e.lane for e in events))
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.6 * len(lanes)))
+    for e in events:
+        y = lanes.index(e.lane)
+        ax.barh(y, (e.end - e.start) * 1000, left=(e.start - t0) * 1000,
+                color=cmap(e.frame % 10), edgecolor="black", linewidth=0.3)
+        ax.text((e.start - t0) * 1000 + (e.end - e.start) * 500, y, str(e.frame),
+                ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(len(lanes)), lanes)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms since the first frame started")
+    ax.set_title(f"measured pipeline: period {result.period_ms:.2f} ms "
+                 f"({result.throughput_fps:.1f} fps); bars numbered by frame")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,157 @@
+"""The pipelined executor: outputs equal the unsplit model, frames stay in order, faults stop it."""
+
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import executor.local as local
+from executor.cli import app
+from executor.local import ExecutorError, run_pipeline
+from executor.run import execute, random_frames
+from executor.stages import PlanMismatchError, build_stages, model_input_keys, run_sequential
+from partition.costs import DeviceSpec, problem_from_graph
+from partition.planner import make_plans
+from partition.problem import Link
+from predictor.model_graph import TaskGraph
+
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+
+
+def branchy_model():
+    x = keras.Input((16, 16, 3), name="img")
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")(a)
+    c = keras.layers.Conv2D(8, 1, name="c")(x)  # skips over a and b
+    d = keras.layers.Add(name="d")([b, c])
+    e = keras.layers.Concatenate(name="e")([d, a])
+    f = keras.layers.GlobalAveragePooling2D(name="f")(e)
+    return keras.Model(x, [keras.layers.Dense(5, name="out")(f), d], name="branchy")
+
+
+def nested_model():
+    inner = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.ReLU()], name="inner")
+    x = keras.Input((8, 8, 4), name="x")
+    y = inner(x)
+    y = keras.layers.Add(name="skip")([y, x])
+    y = inner(y)  # the nested model (and its layers) called twice
+    return keras.Model(x, keras.layers.Flatten(name="flat")(y), name="nested")
+
+
+def plan_for(model, devices=("a", "b", "c"), objective="throughput", spread=True):
+    tg = TaskGraph.from_keras(model)
+    n = len(tg.nodes)
+    costs = {node: {d: (1.0 + i % 3) * (1.0 if not spread else (0.5 + j)) for j, d in
+                    enumerate(devices)} for i, node in enumerate(tg.nodes)}
+    # make every device attractive for a different part, so plans really split
+    for i, node in enumerate(tg.nodes):
+        for j, d in enumerate(devices):
+            if i * len(devices) // n == j:
+                costs[node][d] = 0.05
+    links = {(p, q): Link(0.2, 2000.0) for p in devices for q in devices if p != q}
+    problem = problem_from_graph(tg, [DeviceSpec(d, d) for d in devices], links, costs)
+    return make_plans(problem, objective, ["dp"])[0]
+
+
+@pytest.mark.parametrize("build", [branchy_model, nested_model])
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_every_frame_equals_the_unsplit_model(build, objective):
+    model = build()
+    plan = plan_for(model, objective=objective)
+    assert len({plan.assignment[n] for n in plan.problem.nodes}) >= 2  # really split
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, plan, tg)
+    frames = random_frames(model, 6)
+    result = run_pipeline(stages, frames, model_input_keys(tg), list(tg.output_sources),
+                          keep_outputs=6)
+    assert len(result.outputs) == 6 and result.frames == 6
+    for arrays, outputs in zip(frames, result.outputs):
+        reference = model(arrays[0], training=False)
+        reference = reference if isinstance(reference, (list, tuple)) else [reference]
+        assert len(outputs) == len(reference)
+        for r, o in zip(reference, outputs):
+            np.testing.assert_allclose(np.asarray(r), o, rtol=1e-4, atol=1e-5)
+    sequential = run_sequential(stages, tg, frames[0])
+    np.testing.assert_allclose(np.asarray(sequential[0]), result.outputs[0][0], rtol=1e-5)
+
+
+def test_frames_come_out_in_order_and_links_are_emulated():
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, plan, tg)
+    frames = random_frames(model, 8)
+    slow = {pair: {"latency_ms": 20.0, "mbps": 1000.0} for pair in
+            [("a", "b"), ("b", "a")]}
+    result = run_pipeline(stages, frames, model_input_keys(tg), list(tg.output_sources),
+                          links=slow, first_device="a", keep_outputs=8)
+    done_order = [e.frame for e in result.events if e.lane == stages[-1].device]
+    assert done_order == sorted(done_order)
+    assert result.link_ms and all(v >= 19.0 for v in result.link_ms.values())
+    assert result.period_ms >= 19.0  # the emulated 20 ms link is the bottleneck
+
+
+def test_a_failing_stage_stops_the_run_quickly_and_names_the_stage(monkeypatch):
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, plan, tg)
+    real = local.compile_stage
+    calls = {"n": 0}
+
+    def flaky(stage, device):
+        run = real(stage, device)
+        if stage.device != stages[-1].device:
+            return run
+
+        def failing(arrays):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise ValueError("boom")
+            return run(arrays)
+        return failing
+
+    monkeypatch.setattr(local, "compile_stage", flaky)
+    before = threading.active_count()
+    start = time.monotonic()
+    with pytest.raises(ExecutorError, match=f"stage on device '{stages[-1].device}'.*boom"):
+        run_pipeline(stages, random_frames(model, 50), model_input_keys(tg),
+                     list(tg.output_sources))
+    assert time.monotonic() - start < 10
+    time.sleep(0.3)
+    assert threading.active_count() <= before  # no worker left behind
+
+
+def test_a_plan_for_another_model_is_refused():
+    plan = plan_for(branchy_model())
+    keras.backend.clear_session()
+    with pytest.raises(PlanMismatchError, match="does not match"):
+        build_stages(nested_model(), plan)
+
+
+def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    report = execute(model, plan, frames=6)
+    assert report.outputs_match
+    assert set(report.measured) >= {"throughput_fps", "period_ms", "latency_p50_ms",
+                                    "latency_p95_ms"}
+    assert [s["device"] for s in report.stages] == [s["device"] for s in plan.stages]
+    path = tmp_path / "branchy.keras"
+    model.save(path)
+    plan.save(tmp_path / "plan.json")
+    result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
+                                      "--frames", "5", "--json", "--timeline",
+                                      str(tmp_path / "t.png")])
+    assert result.exit_code == 0, result.output
+    import json
+
+    out = json.loads(result.stdout)
+    assert out["outputs_match"] and out["frames"] == 5 and out["backend"] == "local"
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "none.json")])
+    assert bad.exit_code == 2 and "does not exist" in bad.stderr
