@@ -106,9 +106,13 @@ def compile_forward(model, device: str | None = None) -> Callable[[Sequence[Any]
                      weights, device)
 
 
+def _identity(xs):
+    return xs
+
+
 def compile_identity(device: str | None = None) -> Callable[[Sequence[Any]], None]:
     """The empty call: an identity compiled like :func:`compile_forward`."""
-    return _compiled(lambda xs: xs, lambda xs: xs, (), device)
+    return _compiled(_identity, _identity, (), device)
 
 
 def _compiled(tf_body: Callable, jax_body: Callable, jax_args: tuple,
