@@ -19,12 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from predictor.errors import DnnsplitError
 from predictor.features import LayerSpec
-from predictor.fusion import kernel_record
+from predictor.fusion import OPS_AS_LAYERS, kernel_record
 from predictor.keras_env import import_keras
 
-#: keras.ops calls are measured as the equivalent layer.
-OPS_AS_LAYERS = {"ops.Add": "Add", "ops.Multiply": "Multiply", "ops.Subtract": "Subtract",
-                 "ops.Concatenate": "Concatenate"}
 #: Config fields never passed back to a layer constructor.
 _DROP = {"name", "trainable", "dtype"}
 

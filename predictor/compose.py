@@ -24,12 +24,9 @@ import numpy as np
 
 from predictor.bundle import Bundle
 from predictor.feature_table import feature_frame
-from predictor.fusion import Kernel, find_kernels, kernel_record
+from predictor.fusion import OPS_AS_LAYERS, Kernel, find_kernels, kernel_record
 from predictor.model_graph import TaskGraph
 
-#: keras.ops calls are predicted by the model of the equivalent layer.
-OPS_AS_LAYERS = {"ops.Add": "Add", "ops.Multiply": "Multiply", "ops.Subtract": "Add",
-                 "ops.Concatenate": "Concatenate"}
 FREE_TYPES = frozenset({"InputLayer"})
 
 

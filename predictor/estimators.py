@@ -3,7 +3,7 @@
 Every family: the constructor stores its parameters untouched; ``fit(X, y)`` learns from a
 DataFrame of named features and sets attributes ending in ``_``; ``predict`` refuses before
 ``fit``; ``to_dict`` / ``from_dict`` give a JSON-able form that does not depend on pickles
-(coefficients, or XGBoost's own JSON model format).
+(coefficients, or XGBoost's own model format in its binary-JSON encoding, UBJSON).
 
 | family | model | target |
 |---|---|---|
@@ -156,15 +156,16 @@ class _XGBFamily(_Family):
         return np.exp(np.clip(self.booster_.predict(matrix), -30, 30))
 
     def _state(self):
-        raw = self.booster_.save_raw(raw_format="json")
-        return {"xgboost_json": base64.b64encode(bytes(raw)).decode()}
+        # UBJSON: XGBoost's binary form of its JSON model schema (stable across versions)
+        raw = self.booster_.save_raw(raw_format="ubj")
+        return {"xgboost_ubj": base64.b64encode(bytes(raw)).decode()}
 
     def _load_state(self, state):
         import xgboost
 
         booster = xgboost.Booster()
         try:
-            booster.load_model(bytearray(base64.b64decode(state["xgboost_json"])))
+            booster.load_model(bytearray(base64.b64decode(state["xgboost_ubj"])))
         except xgboost.core.XGBoostError as exc:
             raise BundleFormatError(f"XGBoost cannot read the stored model: {exc}") from None
         self.booster_ = booster
@@ -173,7 +174,7 @@ class _XGBFamily(_Family):
 class ForestFamily(_XGBFamily):
     family = "forest"
 
-    def __init__(self, n_estimators: int = 300, max_depth: int = 10, subsample: float = 0.8,
+    def __init__(self, n_estimators: int = 100, max_depth: int = 8, subsample: float = 0.8,
                  colsample_bynode: float = 0.6, seed: int = 0):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -209,8 +210,8 @@ class GBMFamily(_XGBFamily):
 class XGBoostFamily(_XGBFamily):
     family = "xgboost"
 
-    def __init__(self, n_estimators: int = 500, max_depth: int = 6,
-                 learning_rate: float = 0.05, subsample: float = 0.8,
+    def __init__(self, n_estimators: int = 300, max_depth: int = 6,
+                 learning_rate: float = 0.08, subsample: float = 0.8,
                  colsample_bytree: float = 0.8, seed: int = 0):
         self.n_estimators = n_estimators
         self.max_depth = max_depth

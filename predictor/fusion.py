@@ -21,6 +21,11 @@ from predictor.errors import DnnsplitError
 from predictor.features import LayerSpec
 
 
+#: keras.ops calls are measured, and predicted, as the equivalent layer.
+OPS_AS_LAYERS = {"ops.Add": "Add", "ops.Multiply": "Multiply", "ops.Subtract": "Subtract",
+                 "ops.Concatenate": "Concatenate"}
+
+
 @dataclass(frozen=True)
 class FusionRules:
     groups: Mapping[str, frozenset[str]]

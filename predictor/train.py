@@ -64,11 +64,25 @@ def cross_validate(records: Sequence[dict], families: Iterable[str],
 
 
 def train(folder: str | Path, families: Sequence[str] | None = None,
-          progress: bool = False) -> Bundle:
+          progress: bool = False, per_row_probe: bool = False) -> Bundle:
+    """Train a bundle from a profile folder.
+
+    With ``per_row_probe`` every row's time is divided by the probe timed in its own window;
+    by default by the profile's median probe (a constant). Measured on the shipped CPU
+    profile, the per-row probe *adds* noise at kernel level (benchmarks/repeatability.py:
+    median difference 13.7% raw vs 24.6% normalised), so the default is the constant.
+    """
     folder = Path(folder)
     grouped = load_records(folder)
     if not grouped:
         raise ProfileError(f"no measurement rows in {folder}: run `collectors collect` first")
+    reference = statistics.median(
+        [float(r["ref_probe_ms"]) for rows in grouped.values() for r in rows
+         if r["load_target"] == "0"] or
+        [float(r["ref_probe_ms"]) for rows in grouped.values() for r in rows])
+    if not per_row_probe:
+        grouped = {t: [dict(r, ref_probe_ms=reference) for r in rows]
+                   for t, rows in grouped.items()}
     families = list(families or FAMILIES)
     all_records = [r for rows in grouped.values() for r in rows]
     types, cv, chosen, rows = {}, {}, {}, {}
@@ -88,15 +102,14 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         chosen[layer_type] = best
         types[layer_type] = make(best).fit(feature_frame(records), target(records))
     fallback = make("loglinear").fit(feature_frame(all_records), target(all_records))
-    probes = [float(r["ref_probe_ms"]) for r in all_records if r["load_target"] == "0"]
     overheads = [float(r["overhead_ms"]) for r in all_records if r["load_target"] == "0"]
     bundle = Bundle(
         profile=folder.name, types=types, fallback=fallback, feature_names=feature_names(),
-        reference_probe_ms=statistics.median(probes or [float(r["ref_probe_ms"])
-                                                        for r in all_records]),
+        reference_probe_ms=reference,
         call_overhead_ms=statistics.median(overheads or [0.0]),
         cv=cv, chosen=chosen, rows=rows, versions=library_versions(),
         data_hash=data_hash(folder),
+        meta={"target": "per-row probe" if per_row_probe else "profile median probe"},
     )
     fit_correction(bundle, folder)
     return bundle
@@ -108,6 +121,7 @@ def fit_correction(bundle: Bundle, folder: Path) -> None:
     if not truth.exists():
         bundle.meta["correction"] = "none: no models.csv"
         return
+    per_row = bundle.meta.get("target") == "per-row probe"
     from predictor.records import read_rows
     from predictor.compose import predict_model_normalised
 
@@ -115,7 +129,8 @@ def fit_correction(bundle: Bundle, folder: Path) -> None:
     for row in read_rows(truth):
         if row["split"] != "train" or row["load_target"] != "0":
             continue
-        measured = float(row["median_ms"]) / float(row["ref_probe_ms"])
+        probe = float(row["ref_probe_ms"]) if per_row else bundle.reference_probe_ms
+        measured = float(row["median_ms"]) / probe
         kernels = predict_model_normalised(bundle, row["model"], load=float(row["load"]),
                                            corrected=False)
         ratios.append(math.log(measured / kernels))

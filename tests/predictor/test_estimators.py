@@ -57,7 +57,7 @@ def test_unknown_family_and_corrupt_state_are_refused():
         _Family.from_dict({"family": "nope"})
     X, y = toy_data()
     data = make("xgboost").fit(X, y).to_dict()
-    data["state"]["xgboost_json"] = "bm90IGEgbW9kZWw="  # base64 of "not a model"
+    data["state"]["xgboost_ubj"] = "bm90IGEgbW9kZWw="  # base64 of "not a model"
     with pytest.raises(BundleFormatError, match="XGBoost cannot read"):
         _Family.from_dict(data)
 

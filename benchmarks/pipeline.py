@@ -1,0 +1,111 @@
+"""Pipelining on this machine: two 1-thread CPU workers vs the best single worker.
+
+    python benchmarks/pipeline.py [--models ResNet50 MobileNetV2 VGG16] [--frames 40]
+                                  [--profile cpu-1t-tensorflow]
+
+For each model: the throughput plan (dp) over two workers w1, w2 with the profile's predicted
+costs and an in-process link (10 Gbps, no latency), run by the local executor; and the same
+model on one worker (everything on w1). Reports single-worker FPS, pipelined FPS, speed-up,
+measured vs predicted period, per-frame latency, and whether outputs match. Writes
+docs/pipeline.md and docs/pipeline-<model>.png (timelines), with command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["ResNet50", "MobileNetV2", "VGG16"])
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--profile", default="cpu-1t-tensorflow")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args(argv)
+
+    from executor.run import configure_worker_threads, execute
+
+    configure_worker_threads(2, 1)
+    from executor.timeline import plot_timeline
+    from partition.costs import DeviceSpec, problem_from_graph
+    from partition.plan import Plan
+    from partition.planner import make_plans
+    from partition.problem import Link
+    from predictor.files import write_text_atomic
+    from predictor.keras_env import import_keras
+    from predictor.model_graph import TaskGraph
+    from predictor.model_source import load_model
+
+    keras = import_keras()
+    out = Path(args.out)
+    rows = []
+    for name in args.models:
+        model = load_model(name)
+        tg = TaskGraph.from_keras(model)
+        devices = [DeviceSpec("w1", args.profile), DeviceSpec("w2", args.profile)]
+        links = {("w1", "w2"): Link(0.0, 10_000.0), ("w2", "w1"): Link(0.0, 10_000.0)}
+        problem = problem_from_graph(tg, devices, links)
+        plan = make_plans(problem, "throughput", ["dp"])[0]
+        single = Plan.from_solution(problem, _all_on_first(problem))
+        one = execute(model, single, frames=args.frames)
+        two = execute(model, plan, frames=args.frames)
+        plot_timeline(two.run, out / f"pipeline-{name}.png")
+        rows.append({
+            "model": name, "stages": " | ".join(f"{s['device']}:{len(s['nodes'])}"
+                                                for s in plan.stages),
+            "single_fps": one.measured["throughput_fps"],
+            "single_pred_fps": one.predicted["throughput_fps"],
+            "pipe_fps": two.measured["throughput_fps"],
+            "speedup": two.measured["throughput_fps"] / one.measured["throughput_fps"],
+            "period_ms": two.measured["period_ms"], "pred_period_ms": two.predicted["period_ms"],
+            "lat_p50": two.measured["latency_p50_ms"], "lat_p95": two.measured["latency_p95_ms"],
+            "single_lat_p50": one.measured["latency_p50_ms"],
+            "match": one.outputs_match and two.outputs_match,
+        })
+        print(rows[-1], flush=True)
+        keras.backend.clear_session()
+    lines = [
+        "# Pipelined execution on this machine",
+        "",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')}"
+        f" on {platform.node()} ({platform.machine()}, 2 cores), with",
+        "",
+        "    python benchmarks/pipeline.py " + " ".join(argv or sys.argv[1:]),
+        "",
+        f"Two workers of one thread each (TensorFlow, intra-op 1, inter-op 2), costs predicted "
+        f"by the `{args.profile}` profile, dp throughput plan; {args.frames} frames of batch 1; "
+        "the link between workers is in-process (emulated as 10 Gbps, no latency). Period = "
+        "median time between consecutive frames leaving the pipeline (first 2 frames "
+        "excluded).",
+        "",
+        "| model | stages | single FPS | pipelined FPS | speed-up | period ms measured | "
+        "period ms predicted | diff | latency p50 / p95 ms (single p50) | outputs match |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['stages']} | {r['single_fps']:.2f} | {r['pipe_fps']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['period_ms']:.1f} | {r['pred_period_ms']:.1f} | "
+            f"{r['period_ms'] / r['pred_period_ms'] - 1:+.1%} | {r['lat_p50']:.1f} / "
+            f"{r['lat_p95']:.1f} ({r['single_lat_p50']:.1f}) | {r['match']} |")
+    lines += ["", "Timelines of the first frames: " + ", ".join(
+        f"[{r['model']}](pipeline-{r['model']}.png)" for r in rows)]
+    write_text_atomic(out / "pipeline.md", "\n".join(lines) + "\n")
+    print(f"wrote {out / 'pipeline.md'}")
+
+
+def _all_on_first(problem):
+    from partition.solution import Solution
+
+    return Solution("single", "throughput", tuple(0 for _ in problem.nodes), 0.0, 0.0, False)
+
+
+if __name__ == "__main__":
+    main()
