@@ -153,52 +153,49 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     lanes = []  # (name, body) in pipeline order
     queues = [queue.Queue(maxsize=queue_size)]
 
-    def stage_body(i, stage, q_in, q_out):
+    def lane(q_in, q_out, process):
+        """A pipeline step: take a frame, process it, pass it on; forward the end marker."""
         def body():
             while True:
                 item = get(q_in)
                 if item is _DONE:
                     put(q_out, _DONE)
                     return
-                frame, values, started = item
-                start = time.perf_counter()
-                if started is None:
-                    started = start
-                outputs = compiled[i]([values[k] for k in stage.input_keys])
-                values = dict(values)
-                values.update(zip(stage.output_keys, outputs))
-                record(stage.device, frame, start, time.perf_counter())
-                put(q_out, (frame, values, started))
+                put(q_out, process(*item))
         return body
 
-    def link_body(i, stage, q_in, q_out):
-        def body():
-            while True:
-                item = get(q_in)
-                if item is _DONE:
-                    put(q_out, _DONE)
-                    return
-                frame, values, started = item
-                seconds = 0.0
-                for key in stage.output_keys:  # produced here; sent once per consuming device
-                    nbytes = int(np.asarray(values[key]).nbytes)
-                    for dest in consumers.get(key, ()):
-                        if dest != stage.device and links:
-                            seconds += _transfer_s(nbytes, links[(stage.device, dest)])
+    def stage_step(i, stage):
+        def process(frame, values, started):
+            start = time.perf_counter()
+            outputs = compiled[i]([values[k] for k in stage.input_keys])
+            values = dict(values)
+            values.update(zip(stage.output_keys, outputs))
+            record(stage.device, frame, start, time.perf_counter())
+            return frame, values, start if started is None else started
+        return process
+
+    def link_step(stage):
+        def process(frame, values, started):
+            seconds = 0.0
+            for key in stage.output_keys:  # produced here; sent once per consuming device
+                nbytes = int(np.asarray(values[key]).nbytes)
+                for dest in consumers.get(key, ()):
+                    if dest != stage.device and links:
+                        seconds += _transfer_s(nbytes, links[(stage.device, dest)])
+            if seconds:
                 start = time.perf_counter()
-                if seconds:
-                    time.sleep(seconds)
-                    record(f"{stage.device}->next", frame, start, time.perf_counter())
-                put(q_out, (frame, values, started))
-        return body
+                time.sleep(seconds)
+                record(f"{stage.device}->next", frame, start, time.perf_counter())
+            return frame, values, started
+        return process
 
     for i, stage in enumerate(stages):
         q_stage_out = queue.Queue(maxsize=queue_size)
-        lanes.append((stage.device, stage_body(i, stage, queues[-1], q_stage_out)))
+        lanes.append((stage.device, lane(queues[-1], q_stage_out, stage_step(i, stage))))
         queues.append(q_stage_out)
         if i < len(stages) - 1 and links:
             q_link_out = queue.Queue(maxsize=queue_size)
-            lanes.append((f"{stage.device}->", link_body(i, stage, queues[-1], q_link_out)))
+            lanes.append((f"{stage.device}->", lane(queues[-1], q_link_out, link_step(stage))))
             queues.append(q_link_out)
     q_final = queues[-1]
     threads = [guarded(name, body) for name, body in lanes]

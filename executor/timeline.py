@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from predictor.files import save_figure_atomic
+
 from executor.local import RunResult
 
 MAX_FRAMES = 8
@@ -34,10 +36,4 @@ def plot_timeline(result: RunResult, path: str | Path, frames: int = MAX_FRAMES)
     ax.set_title(f"measured pipeline: period {result.period_ms:.2f} ms "
                  f"({result.throughput_fps:.1f} fps); bars numbered by frame")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path)

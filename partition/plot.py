@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from predictor.files import save_figure_atomic
+
 import networkx as nx
 
 from partition.plan import Plan
@@ -79,10 +81,4 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
                       f"({predicted.throughput_fps:.1f} fps), one-frame latency "
                       f"{predicted.latency_ms:.2f} ms")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path)

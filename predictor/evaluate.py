@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
+from predictor.files import save_figure_atomic
 from predictor.records import read_rows
 
 
@@ -184,8 +185,4 @@ def _scatter(report: AccuracyReport, path: Path) -> None:
         ax.set_title(("normalised by the probe" if norm else "raw") + ": ±10% dotted")
     fig.suptitle(f"{report.profile}: held-out models")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure_atomic(fig, path)

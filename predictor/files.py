@@ -47,3 +47,19 @@ def read_json(path: str | Path, what: str, error: type[Exception]) -> Any:
         raise error(f"{what} {str(path)!r} is a folder, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{what} {str(path)!r} is not JSON: {exc}") from None
+
+
+def save_figure_atomic(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -117,3 +117,34 @@ def test_train_on_a_malformed_csv_gives_one_error(tmp_path):
     (folder / "Conv2D.csv").write_text("layer_type,median_ms\nConv2D,1\n")
     result = runner.invoke(app, ["train", "--data", str(folder), "--quiet"])
     assert result.exit_code == 2 and "not a dnnsplit measurement file" in result.stderr
+
+
+def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_path):
+    import shutil
+
+    from collectors.ground_truth import GROUND_TRUTH_COLUMNS
+    from collectors.store import CsvStore
+    from predictor.evaluate import evaluate_profile, write_report
+
+    folder = tmp_path / "synthetic-cpu"
+    shutil.copytree(profile, folder)
+    store = CsvStore(folder / "models.csv", list(GROUND_TRUTH_COLUMNS), ("model", "load_target"))
+    for name, ms in (("SqueezeNet", 9.0), ("AlexNet", 30.0), ("MobileNet", 18.0)):
+        row = {c: "" for c in GROUND_TRUTH_COLUMNS}
+        row.update(model=name, split="evaluation", load_target="0", load=0.0,
+                   ref_probe_ms=2.0, median_ms=ms)
+        store.append(row)
+    report = evaluate_profile(str(folder))
+    assert [r.model for r in report.results] == ["SqueezeNet", "AlexNet", "MobileNet"]
+    for r in report.results:
+        assert r.measured_norm == pytest.approx(r.measured_ms / 2.0)
+        assert r.predicted_ms == pytest.approx(r.predicted_norm * load_bundle(folder)
+                                               .reference_probe_ms)
+    within = report.fraction_within(0.10, normalised=False)
+    assert within == sum(abs(r.error_raw) <= 0.10 for r in report.results) / 3
+    md, png = write_report(report, tmp_path / "docs", command="predictor evaluate")
+    text = md.read_text()
+    assert "SqueezeNet" in text and "within ±10%" in text and f"{within:.0%}" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ProfileError, match="no train models"):
+        evaluate_profile(str(folder), split="train")
