@@ -38,8 +38,7 @@ def main(argv=None):
     from collectors.kernels import KernelConfig
     from collectors.probe import Probe
     from collectors.store import read_rows
-    from collectors.timing import (compile_forward, empty_call_overhead, measure, place_inputs,
-                                   random_inputs)
+    from collectors.timing import compile_forward, empty_call_overhead, measure, model_inputs
 
     data = Path(args.data)
     rows = [r for p in sorted(data.glob("*.csv")) if p.name != "models.csv"
@@ -50,9 +49,7 @@ def main(argv=None):
     for row in chosen:
         config = KernelConfig.from_json(row["kernel_config"])
         model = config.build()
-        arrays = [random_inputs([s], str(t.dtype))[0] for s, t in zip(config.input_shapes,
-                                                                       model.inputs)]
-        inputs = place_inputs(arrays)
+        inputs = model_inputs(model)
         overhead = empty_call_overhead(inputs)
         new = measure(compile_forward(model), inputs, overhead).median_ms
         new_probe = probe.time_ms()

@@ -1,32 +1,25 @@
 """Time the reference probe now, and compare with the probe times recorded in a profile.
 
-``factor`` = probe now / median probe of the profile's rows at load 0: multiply a prediction
-made from that profile by it to get the machine's present speed.
+``factor`` = probe now / the profile's reference probe time (the one its predictor is trained
+at): multiply a prediction made from that profile by it to get the machine's present speed.
 """
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from collectors.probe import Probe
-from predictor.records import StoreError, read_rows
 from collectors.timing import configure_threads
+from predictor.bundle import kernel_csvs
+from predictor.records import StoreError, read_rows, reference_probe_ms
 
 
 def profile_probe_ms(data_dir: str | Path) -> float:
-    """Median reference-probe time of the unloaded rows of a profile folder."""
+    """The reference probe time of a profile folder's kernel rows."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise StoreError(f"profile folder {str(data_dir)!r} does not exist")
-    values = []
-    for path in sorted(data_dir.glob("*.csv")):
-        for row in read_rows(path):
-            if row.get("load_target", "0") in ("0", "0.0") and row.get("ref_probe_ms"):
-                values.append(float(row["ref_probe_ms"]))
-    if not values:
-        raise StoreError(f"no rows with a reference probe time in {data_dir}")
-    return statistics.median(values)
+    return reference_probe_ms(r for path in kernel_csvs(data_dir) for r in read_rows(path))
 
 
 def calibrate(threads: int = 1, data_dir: str | Path | None = None) -> dict:

@@ -22,11 +22,11 @@ from typing import Sequence
 
 from collectors.grids import Grid, load_grids, model_configs, random_configs, training_models
 from collectors.kernels import KernelConfig, KernelError
-from collectors.load import BackgroundLoad
+from collectors.load import BackgroundLoad, load_key
 from collectors.probe import Probe
 from collectors.store import CsvStore
 from collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward, configure_threads,
-                               empty_call_overhead, measure, place_inputs, random_inputs)
+                               empty_call_overhead, measure, model_inputs)
 from predictor.features import RECORD_COLUMNS
 from predictor.keras_env import import_keras
 
@@ -98,7 +98,7 @@ def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
     todo_by_load = []
     for load in settings.loads:
         todo = [(t, c) for t, configs in plan.items() for c in configs
-                if (c.key, _load_key(load)) not in stores[t]]
+                if (c.key, load_key(load)) not in stores[t]]
         report.already_done += sum(len(c) for c in plan.values()) - len(todo)
         todo_by_load.append((load, todo))
     total = sum(len(todo) for _, todo in todo_by_load)
@@ -124,7 +124,7 @@ def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
                     if isinstance(row, str):
                         report.skipped[row] += 1
                         continue
-                    row.update(common, load_target=_load_key(load))
+                    row.update(common, load_target=load_key(load))
                     stores[layer_type].append(row)
                     report.measured += 1
                     count += 1
@@ -140,10 +140,6 @@ def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
     return report
 
 
-def _load_key(load: float) -> str:
-    return f"{float(load):g}"
-
-
 def _measure_one(config: KernelConfig, settings: CollectSettings, background: BackgroundLoad,
                  probe: Probe, overheads: dict) -> dict | str:
     """The record of one kernel, or the reason it was skipped."""
@@ -152,9 +148,7 @@ def _measure_one(config: KernelConfig, settings: CollectSettings, background: Ba
         record = config.record(model)
     except KernelError as exc:
         return str(exc).split(":")[0]
-    dtypes = [str(t.dtype) for t in model.inputs]
-    arrays = [random_inputs([s], d)[0] for s, d in zip(config.input_shapes, dtypes)]
-    inputs = place_inputs(arrays, settings.device)
+    inputs = model_inputs(model, device=settings.device)
     signature = tuple(config.input_shapes)
     if signature not in overheads:
         overheads[signature] = empty_call_overhead(inputs, settings.device, settings.rule)

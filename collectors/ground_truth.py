@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from collectors.grids import model_split
-from collectors.load import BackgroundLoad
+from collectors.load import BackgroundLoad, load_key
 from collectors.probe import Probe
 from collectors.store import CsvStore
 from collectors.timing import StopRule, backend, configure_threads, time_model
@@ -77,7 +77,7 @@ def measure_models(models: Sequence[str], out_csv: str | Path, threads: int = 1,
     store = CsvStore(out_csv, list(GROUND_TRUTH_COLUMNS), ("model", "load_target"))
     report = GroundTruthReport()
     todo = [(load, m) for load in loads for m in models
-            if (m, f"{float(load):g}") not in store]
+            if (m, load_key(load)) not in store]
     report.already_done = len(loads) * len(models) - len(todo)
     bar = None
     if progress:
@@ -104,7 +104,7 @@ def measure_models(models: Sequence[str], out_csv: str | Path, threads: int = 1,
                         "model": name, "split": split_of(name),
                         "input_shape": "x".join(map(str, shape)), "device_profile": profile,
                         "backend": backend(), "keras_version": keras.__version__,
-                        "threads": threads, "load_target": f"{float(load):g}",
+                        "threads": threads, "load_target": load_key(load),
                         "load": round(observed, 3), "ref_probe_ms": round((before + after) / 2, 5),
                         "repeats": timing.repeats, "overhead_ms": round(timing.overhead_ms, 5),
                         "median_ms": round(timing.median_ms, 4),

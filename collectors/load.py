@@ -18,6 +18,11 @@ import time
 WINDOW_S = 0.01
 
 
+def load_key(fraction: float) -> str:
+    """How a load level is written in a record's ``load_target`` column, e.g. '0', '0.5'."""
+    return f"{float(fraction):g}"
+
+
 def _spin(fraction: float, parent: int) -> None:
     busy = WINDOW_S * fraction
     while True:

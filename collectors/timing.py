@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
+from predictor.keras_env import compiled, compiled_model, device_scope, import_keras
 
 
 class TimingError(DnnsplitError):
@@ -92,18 +92,8 @@ def configure_threads(threads: int) -> None:
 
 
 def compile_forward(model, device: str | None = None) -> Callable[[Sequence[Any]], None]:
-    """A function ``run(inputs)`` that calls ``model`` compiled once and blocks on the result.
-
-    With JAX the weights are arguments of the jitted function (not constants folded into it).
-    """
-    if backend() == "jax":
-        weights = ([v.value for v in model.trainable_variables],
-                   [v.value for v in model.non_trainable_variables])
-    else:
-        weights = ()
-    return _compiled(lambda xs: model(xs, training=False),
-                     lambda tv, ntv, xs: model.stateless_call(tv, ntv, xs, training=False)[0],
-                     weights, device)
+    """A function ``run(inputs)`` that calls ``model`` compiled once and blocks on the result."""
+    return _blocking(compiled_model(model, device))
 
 
 def _identity(xs):
@@ -112,43 +102,21 @@ def _identity(xs):
 
 def compile_identity(device: str | None = None) -> Callable[[Sequence[Any]], None]:
     """The empty call: an identity compiled like :func:`compile_forward`."""
-    return _compiled(_identity, _identity, (), device)
+    return _blocking(compiled(_identity, device))
 
 
-def _compiled(tf_body: Callable, jax_body: Callable, jax_args: tuple,
-              device: str | None) -> Callable[[Sequence[Any]], None]:
-    name = backend()
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        fn = tf.function(tf_body, reduce_retracing=True)
-
-        def call(xs):
-            return fn(xs)
-
-        block = _block
-    elif name == "jax":
+def _blocking(call: Callable) -> Callable[[Sequence[Any]], None]:
+    if backend() == "jax":
         import jax
-
-        fn = jax.jit(jax_body)
-
-        def call(xs):
-            return fn(*jax_args, xs)
 
         block = jax.block_until_ready
     else:
-        raise TimingError(f"backend {name!r} is not supported: use tensorflow or jax")
+        block = _block
 
     def run(inputs):
-        with _device_scope(device):
-            out = call(_structure(inputs))
-        block(out)
+        block(call(inputs[0] if len(inputs) == 1 else list(inputs)))
 
     return run
-
-
-def _structure(inputs):
-    return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
 def _block(out) -> None:
@@ -160,25 +128,10 @@ def _block(out) -> None:
         last.numpy()
 
 
-class _device_scope:
-    def __init__(self, device: str | None):
-        self.device = device
-        self.scope = None
-
-    def __enter__(self):
-        if self.device:
-            self.scope = import_keras().device(self.device)
-            self.scope.__enter__()
-
-    def __exit__(self, *exc):
-        if self.scope is not None:
-            self.scope.__exit__(*exc)
-
-
 def place_inputs(arrays: Sequence[np.ndarray], device: str | None = None) -> list:
     """Backend tensors of the given arrays, on ``device`` (so no copy is timed)."""
     keras = import_keras()
-    with _device_scope(device):
+    with device_scope(device):
         return [keras.ops.convert_to_tensor(a) for a in arrays]
 
 
@@ -186,6 +139,14 @@ def random_inputs(shapes: Sequence[Sequence[int]], dtype: str = "float32",
                   seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(tuple(s)).astype(dtype) for s in shapes]
+
+
+def model_inputs(model, batch: int = 1, device: str | None = None, seed: int = 0) -> list:
+    """Random backend tensors for each input of ``model`` (its dtypes; a free batch = ``batch``)."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((t.shape[0] or batch,) + tuple(t.shape[1:]))
+              .astype(str(t.dtype)) for t in model.inputs]
+    return place_inputs(arrays, device)
 
 
 def sample(run: Callable, inputs: Sequence[Any], rule: StopRule = DEFAULT_STOP) -> list[float]:
@@ -236,9 +197,6 @@ def measure(run: Callable, inputs: Sequence[Any], overhead_ms: float = 0.0,
 def time_model(model, batch: int = 1, device: str | None = None,
                rule: StopRule = DEFAULT_STOP, seed: int = 0) -> Timing:
     """The whole protocol on a Keras model with random inputs of its input shapes."""
-    shapes = [(batch,) + tuple(t.shape[1:]) for t in model.inputs]
-    dtypes = [str(t.dtype) for t in model.inputs]
-    arrays = [random_inputs([s], d, seed)[0] for s, d in zip(shapes, dtypes)]
-    inputs = place_inputs(arrays, device)
+    inputs = model_inputs(model, batch, device, seed)
     overhead = empty_call_overhead(inputs, device, rule)
     return measure(compile_forward(model, device), inputs, overhead, rule)

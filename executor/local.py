@@ -25,7 +25,7 @@ import numpy as np
 
 from executor.stages import Key, Stage
 from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
+from predictor.keras_env import compiled_model
 
 POLL_S = 0.1
 _DONE = object()
@@ -57,31 +57,10 @@ class RunResult:
 
 def compile_stage(stage: Stage, device: str | None) -> Callable[[list[np.ndarray]], list]:
     """``run(arrays) -> arrays``: the stage's model compiled once, outputs as NumPy."""
-    keras = import_keras()
-    model = stage.model
-    if keras.backend.backend() == "jax":
-        import jax
-
-        tv = [v.value for v in model.trainable_variables]
-        ntv = [v.value for v in model.non_trainable_variables]
-        fn = jax.jit(lambda t, n, xs: model.stateless_call(t, n, xs, training=False)[0])
-
-        def call(xs):
-            return fn(tv, ntv, xs)
-    else:
-        import tensorflow as tf
-
-        fn = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
-
-        def call(xs):
-            return fn(xs)
+    call = compiled_model(stage.model, device)
 
     def run(arrays):
-        if device:
-            with keras.device(device):
-                out = call(list(arrays))
-        else:
-            out = call(list(arrays))
+        out = call(list(arrays))
         out = out if isinstance(out, (list, tuple)) else [out]
         return [np.asarray(o) for o in out]
 

@@ -124,6 +124,23 @@ def predicted_costs(tg: TaskGraph, profile: str) -> dict[str, float]:
     return predict_graph(bundle, tg).node_ms
 
 
+def _cost_column(tg: TaskGraph, costs: Mapping[str, Mapping[str, float]],
+                 source: str) -> dict[str, float]:
+    """One device column of a costs file, checked against the model's nodes."""
+    inputs = set(tg.input_nodes)
+    column = {}
+    for node in tg.nodes:
+        row = costs.get(node)
+        if row is None and node not in inputs:
+            raise PlanError(f"costs file has no row for node {node!r} of {tg.name}: "
+                            "is it for another model?")
+        if row is not None and source not in row and node not in inputs:
+            raise PlanError(f"costs file has no column {source!r} for node "
+                            f"{node!r} (columns: {', '.join(sorted(row))})")
+        column[node] = (row or {}).get(source, 0.0)
+    return column
+
+
 def problem_from_graph(
     tg: TaskGraph,
     devices: Sequence[DeviceSpec],
@@ -133,24 +150,14 @@ def problem_from_graph(
     """The partition problem of a task graph for the given devices, links and cost source."""
     if not devices:
         raise PlanError("give at least one --device")
-    inputs = set(tg.input_nodes)
     compute: dict[str, dict[str, float]] = {n: {} for n in tg.nodes}
+    columns: dict[str, dict[str, float]] = {}  # per source: devices may share a profile
     for device in devices:
-        if costs is None:
-            column = predicted_costs(tg, device.source)
-        else:
-            column = {}
-            for node in tg.nodes:
-                row = costs.get(node)
-                if row is None and node not in inputs:
-                    raise PlanError(f"costs file has no row for node {node!r} of {tg.name}: "
-                                    "is it for another model?")
-                if row is not None and device.source not in row and node not in inputs:
-                    raise PlanError(f"costs file has no column {device.source!r} for node "
-                                    f"{node!r} (columns: {', '.join(sorted(row))})")
-                column[node] = (row or {}).get(device.source, 0.0)
+        if device.source not in columns:
+            columns[device.source] = (predicted_costs(tg, device.source) if costs is None
+                                      else _cost_column(tg, costs, device.source))
         for node in tg.nodes:
-            compute[node][device.name] = column[node] * device.factor
+            compute[node][device.name] = columns[device.source][node] * device.factor
     return Problem.build(
         nodes=tg.nodes,
         edges=list(tg.graph.edges),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -87,13 +87,14 @@ def _shares(tg: TaskGraph, kernel: Kernel) -> dict[str, float]:
     return {n: w / total for n, w in zip(kernel.nodes, weights)}
 
 
-def predict_model_normalised(bundle: Bundle, model_name: str, load: float = 0.0,
-                             corrected: bool = True) -> float:
-    """Whole-model time of a named model in probe units (used to fit the correction)."""
+def predict_model_normalised(bundle: Bundle, model_name: str, loads: Sequence[float] = (0.0,),
+                             corrected: bool = True) -> list[float]:
+    """Whole-model time of a named model in probe units, one per load (the graph built once)."""
     from predictor.keras_env import import_keras
     from predictor.model_source import load_model
 
     tg = TaskGraph.from_keras(load_model(model_name))
-    prediction = predict_graph(bundle, tg, load=load, probe_ms=1.0, corrected=corrected)
+    totals = [predict_graph(bundle, tg, load=load, probe_ms=1.0, corrected=corrected).total_ms
+              for load in loads]
     import_keras().backend.clear_session()
-    return prediction.total_ms
+    return totals

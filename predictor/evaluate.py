@@ -78,17 +78,22 @@ def evaluate_profile(profile: str, split: str = "evaluation",
     if not truth.exists():
         raise ProfileError(f"no ground truth in {folder}: run `collectors models` first")
     bundle = bundle or load_bundle(folder)
+    rows = [row for row in read_rows(truth) if row["split"] == split]
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    predicted = {}
+    for model, model_rows in by_model.items():
+        totals = predict_model_normalised(bundle, model, [float(r["load"]) for r in model_rows])
+        predicted.update({id(r): t for r, t in zip(model_rows, totals)})
     results = []
-    for row in read_rows(truth):
-        if row["split"] != split:
-            continue
-        predicted_norm = predict_model_normalised(bundle, row["model"], load=float(row["load"]))
+    for row in rows:
         measured_ms = float(row["median_ms"])
         results.append(ModelResult(
             model=row["model"], load_target=row["load_target"], measured_ms=measured_ms,
-            predicted_ms=predicted_norm * bundle.reference_probe_ms,
+            predicted_ms=predicted[id(row)] * bundle.reference_probe_ms,
             measured_norm=measured_ms / float(row["ref_probe_ms"]),
-            predicted_norm=predicted_norm))
+            predicted_norm=predicted[id(row)]))
     if not results:
         raise ProfileError(f"no {split} models in {truth}")
     noise = None

@@ -20,7 +20,7 @@ Edge attributes: ``bytes`` (distinct tensors sent from producer to consumer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -41,7 +41,6 @@ class TaskGraph:
     batch_size: int = 1
     #: for each model output, in order: (producing node, output index)
     output_sources: tuple[tuple[str, int], ...] = ()
-    _order: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_keras(cls, model, batch_size: int = 1) -> "TaskGraph":
@@ -66,7 +65,6 @@ class TaskGraph:
             output_nodes=tuple(outputs),
             batch_size=batch_size,
             output_sources=tuple(output_sources),
-            _order=list(graph.nodes),
         )
 
     # --- queries -------------------------------------------------------------------------
@@ -76,8 +74,8 @@ class TaskGraph:
 
     @property
     def nodes(self) -> list[str]:
-        """Node names in a topological order (the order Keras runs them)."""
-        return list(self._order)
+        """Node names in a topological order (the order Keras runs them: insertion order)."""
+        return list(self.graph.nodes)
 
     def spec(self, node: str) -> LayerSpec:
         return self.graph.nodes[node]["spec"]

@@ -6,8 +6,9 @@ Writing them durably is the collectors' job (:mod:`collectors.store`); reading t
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 from predictor.errors import DnnsplitError
 
@@ -39,3 +40,13 @@ def read_rows(path: str | Path, columns: Sequence[str] | None = None) -> list[di
         raise StoreError(f"{path} does not exist") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise StoreError(f"{path} is not a readable CSV file: {exc}") from None
+
+
+def reference_probe_ms(rows: Iterable[Mapping[str, str]]) -> float:
+    """A profile's reference speed: the median probe time of its unloaded kernel rows
+    (of all rows if none is unloaded)."""
+    rows = list(rows)
+    if not rows:
+        raise StoreError("no measurement rows to take the reference probe time from")
+    unloaded = [float(r["ref_probe_ms"]) for r in rows if float(r["load_target"]) == 0]
+    return statistics.median(unloaded or [float(r["ref_probe_ms"]) for r in rows])

@@ -25,6 +25,7 @@ from predictor.bundle import (GROUND_TRUTH_NAME, Bundle, ProfileError, data_hash
                               library_versions)
 from predictor.estimators import FAMILIES, make
 from predictor.feature_table import error_floor, feature_frame, feature_names, target
+from predictor.records import reference_probe_ms
 
 MIN_ROWS_FOR_CV = 8
 FOLDS = 5
@@ -76,10 +77,7 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
     grouped = load_records(folder)
     if not grouped:
         raise ProfileError(f"no measurement rows in {folder}: run `collectors collect` first")
-    reference = statistics.median(
-        [float(r["ref_probe_ms"]) for rows in grouped.values() for r in rows
-         if r["load_target"] == "0"] or
-        [float(r["ref_probe_ms"]) for rows in grouped.values() for r in rows])
+    reference = reference_probe_ms(r for rows in grouped.values() for r in rows)
     if not per_row_probe:
         grouped = {t: [dict(r, ref_probe_ms=reference) for r in rows]
                    for t, rows in grouped.items()}
@@ -131,8 +129,8 @@ def fit_correction(bundle: Bundle, folder: Path) -> None:
             continue
         probe = float(row["ref_probe_ms"]) if per_row else bundle.reference_probe_ms
         measured = float(row["median_ms"]) / probe
-        kernels = predict_model_normalised(bundle, row["model"], load=float(row["load"]),
-                                           corrected=False)
+        kernels, = predict_model_normalised(bundle, row["model"], [float(row["load"])],
+                                            corrected=False)
         ratios.append(math.log(measured / kernels))
         used.append(row["model"])
     if ratios:
