@@ -1,13 +1,16 @@
 """Pipelining on this machine: two 1-thread CPU workers vs the best single worker.
 
     python benchmarks/pipeline.py [--models ResNet50 MobileNetV2 VGG16] [--frames 40]
-                                  [--profile cpu-1t-tensorflow]
+                                  [--profile cpu-1t-tensorflow] [--backend local|ray]
 
 For each model: the throughput plan (dp) over two workers w1, w2 with the profile's predicted
 costs and an in-process link (10 Gbps, no latency), run by the local executor; and the same
-model on one worker (everything on w1). Reports single-worker FPS, pipelined FPS, speed-up,
-measured vs predicted period, per-frame latency, and whether outputs match. Writes
-docs/pipeline.md and docs/pipeline-<model>.png (timelines), with command, machine and date.
+model on one worker (everything on w1), on the same backend (``--backend ray``: one Ray
+actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
+pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs
+match. Writes
+docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-ray*`` for Ray), with
+command, machine and date.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def main(argv=None):
                         help="single/pipelined runs alternated in the same window")
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--backend", default="local", choices=["local", "ray"])
     args = parser.parse_args(argv)
+    tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
     from executor.run import configure_worker_threads, execute
 
@@ -47,6 +52,12 @@ def main(argv=None):
     from predictor.model_source import load_model
 
     keras = import_keras()
+    if args.backend == "ray":  # one Ray instance for all runs (each run would start its own)
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"KERAS_BACKEND": keras.backend.backend(),
+                                           "TF_CPP_MIN_LOG_LEVEL": "3"}})
     out = Path(args.out)
     rows = []
     for name in args.models:
@@ -60,14 +71,14 @@ def main(argv=None):
         frames = args.frames or max(30, int(4000 / plan.predicted.period_ms))
         runs = []
         for _ in range(args.repeats):  # alternate, so both see the same machine speed
-            one = execute(model, single, frames=frames)
-            two = execute(model, plan, frames=frames)
+            one = execute(model, single, frames=frames, backend=args.backend)
+            two = execute(model, plan, frames=frames, backend=args.backend)
             runs.append((one, two))
         speedups = sorted(t.measured["throughput_fps"] / o.measured["throughput_fps"]
                           for o, t in runs)
         one, two = sorted(runs, key=lambda r: r[1].measured["throughput_fps"] /
                           r[0].measured["throughput_fps"])[len(runs) // 2]
-        plot_timeline(two.run, out / f"pipeline-{name}.png")
+        plot_timeline(two.run, out / f"{tag}-{name}.png")
         rows.append({
             "model": name, "stages": " / ".join(f"{s['device']}:{len(s['nodes'])}"
                                                 for s in plan.stages),
@@ -83,14 +94,14 @@ def main(argv=None):
         print(rows[-1], flush=True)
         keras.backend.clear_session()
     lines = [
-        "# Pipelined execution on this machine",
+        f"# Pipelined execution on this machine (backend {args.backend})",
         "",
         f"Measured {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')}"
         f" on {platform.node()} ({platform.machine()}, 2 cores), with",
         "",
         "    python benchmarks/pipeline.py " + " ".join(argv or sys.argv[1:]),
         "",
-        f"Two workers of one thread each (TensorFlow, intra-op 1, inter-op 2), costs predicted "
+        f"Two workers of one thread each ({_workers(args.backend)}), costs predicted "
         f"by the `{args.profile}` profile, dp throughput plan; frames of batch 1 (enough for "
         "about 4 s per run); the link between workers is in-process (emulated as 10 Gbps, no "
         "latency). Every stage is compiled and run once before timing. Period = median time "
@@ -111,9 +122,15 @@ def main(argv=None):
             f"{r['period_ms'] / r['pred_period_ms'] - 1:+.1%} | {r['lat_p50']:.1f} / "
             f"{r['lat_p95']:.1f} ({r['single_lat_p50']:.1f}) | {r['match']} |")
     lines += ["", "Timelines of the first frames: " + ", ".join(
-        f"[{r['model']}](pipeline-{r['model']}.png)" for r in rows)]
-    write_text_atomic(out / "pipeline.md", "\n".join(lines) + "\n")
-    print(f"wrote {out / 'pipeline.md'}")
+        f"[{r['model']}]({tag}-{r['model']}.png)" for r in rows)]
+    write_text_atomic(out / f"{tag}.md", "\n".join(lines) + "\n")
+    print(f"wrote {out / f'{tag}.md'}")
+
+
+def _workers(backend: str) -> str:
+    if backend == "ray":
+        return "TensorFlow, a Ray actor process per worker, intra-op 1, inter-op 1"
+    return "TensorFlow threads in one process, intra-op 1, inter-op 2"
 
 
 def _all_on_first(problem):

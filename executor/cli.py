@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from predictor.cli_support import echo_json, new_app, user_errors
+from predictor.errors import DnnsplitError
 
 app = new_app("Run a split plan as a pipeline of Keras sub-models on devices.")
 
@@ -35,21 +36,37 @@ def run_command(
     model: str = typer.Argument(..., help="the model the plan was made for"),
     plan: str = typer.Option(..., help="plan JSON written by `partition plan --out`"),
     frames: int = typer.Option(50, min=1, help="frames to push through the pipeline"),
-    backend: str = typer.Option("local", help="local (threads in this process)"),
+    backend: str = typer.Option("local", help="local (threads in this process) or ray (a "
+                                "process per stage; needs dnnsplit[distributed])"),
     threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
+    keras_device: list[str] = typer.Option(
+        [], "--keras-device", help="PLAN_DEVICE=KERAS_DEVICE, e.g. server=gpu:0 (repeatable)"),
+    address: Optional[str] = typer.Option(
+        None, help="ray: join this cluster (auto or HOST:PORT) instead of starting one"),
+    ray_node: list[str] = typer.Option(
+        [], "--ray-node", help="ray: PLAN_DEVICE=RESOURCE runs that stage on a node started "
+        "with --resources '{\"RESOURCE\": 1}' (repeatable)"),
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
     as_json: bool = typer.Option(False, "--json"),
     timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
+    fault: Optional[str] = typer.Option(None, hidden=True,
+                                        help="DEVICE:FRAME:raise|exit, to test fault handling"),
 ) -> None:
     """Run MODEL split as PLAN says; measured throughput, latency and stage times vs the plan."""
+    from executor.pipeline import Fault
     from executor.run import configure_worker_threads, execute
     from partition.plan import Plan
     from predictor.model_source import load_model
 
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
+    typer.echo(f"running {frames} frames through {len(loaded.stages)} stages "
+               f"(backend {backend})", err=True)
     report = execute(load_model(model), loaded, frames=frames, backend=backend,
-                     emulate_links=not no_links)
+                     emulate_links=not no_links, threads=threads,
+                     devices=parse_pairs(keras_device, "--keras-device"), address=address,
+                     placement=parse_pairs(ray_node, "--ray-node"),
+                     fault=Fault.parse(fault) if fault else None, progress=not as_json)
     if timeline:
         from executor.timeline import plot_timeline
 
@@ -77,5 +94,20 @@ def run_command(
                    f"{stage['predicted_ms']:10.2f} {diff(stage['busy_ms'], stage['predicted_ms']):>8s}")
 
 
+def parse_pairs(items: list[str], option: str) -> dict[str, str]:
+    """['a=b', ...] -> {'a': 'b'}; one clear error for anything else."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise DnnsplitError(f"{option} {item!r} must look like NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,44 +15,22 @@ the stage; so does Ctrl-C. No thread outlives :func:`run_pipeline`.
 from __future__ import annotations
 
 import queue
-import statistics
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+                               consumers, progress_bar, return_s, send_s, stage_error,
+                               summarise)
 from executor.stages import Key, Stage
-from predictor.errors import DnnsplitError
 from predictor.keras_env import compiled_model
+
+__all__ = ["ExecutorError", "RunResult", "compile_stage", "run_pipeline"]
 
 POLL_S = 0.1
 _DONE = object()
-
-
-class ExecutorError(DnnsplitError):
-    """The pipeline failed (a stage raised, a worker died, or the run was interrupted)."""
-
-
-@dataclass
-class Event:
-    lane: str
-    frame: int
-    start: float
-    end: float
-
-
-@dataclass
-class RunResult:
-    frames: int
-    outputs: list[list[np.ndarray]]  # the first frames' outputs, in model output order
-    latencies_ms: list[float]
-    period_ms: float
-    throughput_fps: float
-    busy_ms: dict[str, float]  # mean per frame, per stage device
-    link_ms: dict[str, float]  # mean per frame, per link lane
-    events: list[Event] = field(default_factory=list)
 
 
 def compile_stage(stage: Stage, device: str | None) -> Callable[[list[np.ndarray]], list]:
@@ -67,10 +45,6 @@ def compile_stage(stage: Stage, device: str | None) -> Callable[[list[np.ndarray
     return run
 
 
-def _transfer_s(nbytes: int, link: Mapping[str, float]) -> float:
-    return (link["latency_ms"] + nbytes * 8 / (link["mbps"] * 1000)) / 1000
-
-
 class _Stop(Exception):
     pass
 
@@ -80,7 +54,8 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
                  links: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
                  first_device: str | None = None,
                  devices: Mapping[str, str] | None = None, queue_size: int = 2,
-                 keep_outputs: int = 3, timeout_s: float = 600.0) -> RunResult:
+                 keep_outputs: int = 3, timeout_s: float = 600.0, fault: Fault | None = None,
+                 progress: bool = False) -> RunResult:
     """Push ``frames`` through ``stages`` pipelined; see the module docstring.
 
     ``links`` maps (from device, to device) to ``{"latency_ms", "mbps"}`` (None: no emulation);
@@ -93,7 +68,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     events_lock = threading.Lock()
     compiled = [compile_stage(s, devices.get(s.device)) for s in stages]
     _warm_up(stages, compiled, frames[0], input_keys)
-    consumers = _consumers(stages)
+    readers = consumers(stages)
     producer = {key: s.device for s in stages for key in s.output_keys}
 
     def record(lane, frame, start, end):
@@ -124,8 +99,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             except _Stop:
                 pass
             except BaseException as exc:  # reported to the caller, never swallowed
-                errors.append(ExecutorError(f"stage on device {name!r} failed: "
-                                            f"{type(exc).__name__}: {exc}"))
+                errors.append(stage_error(name, exc))
                 stop.set()
         return threading.Thread(target=target, name=f"dnnsplit-{name}", daemon=True)
 
@@ -146,6 +120,8 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     def stage_step(i, stage):
         def process(frame, values, started):
             start = time.perf_counter()
+            if fault is not None:
+                fault.trigger(stage.device, frame)
             outputs = compiled[i]([values[k] for k in stage.input_keys])
             values = dict(values)
             values.update(zip(stage.output_keys, outputs))
@@ -155,12 +131,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
 
     def link_step(stage):
         def process(frame, values, started):
-            seconds = 0.0
-            for key in stage.output_keys:  # produced here; sent once per consuming device
-                nbytes = int(np.asarray(values[key]).nbytes)
-                for dest in consumers.get(key, ()):
-                    if dest != stage.device and links:
-                        seconds += _transfer_s(nbytes, links[(stage.device, dest)])
+            seconds = send_s(stage, values, readers, links)
             if seconds:
                 start = time.perf_counter()
                 time.sleep(seconds)
@@ -184,6 +155,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     results: dict[int, tuple[list, float, float]] = {}
     feeder_error = None
     deadline = time.monotonic() + timeout_s
+    bar = progress_bar(len(frames), progress)
     try:
         def feed():
             for index, arrays in enumerate(frames):
@@ -209,21 +181,20 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             frame, values, started = item
             outputs = [values[k] for k in output_keys]
             if links and first_device is not None:
-                returned = 0.0
-                for key, value in zip(output_keys, outputs):
-                    source = producer.get(key, first_device)
-                    if source != first_device:
-                        returned += _transfer_s(int(np.asarray(value).nbytes),
-                                                links[(source, first_device)])
+                returned = return_s(outputs, output_keys, producer, first_device, links)
                 if returned:
                     start = time.perf_counter()
                     time.sleep(returned)
                     record("return", frame, start, time.perf_counter())
             done = time.perf_counter()
             results[frame] = (outputs if frame < keep_outputs else [], started, done)
+            if bar is not None:
+                bar.update(1)
     except KeyboardInterrupt:
-        feeder_error = ExecutorError("interrupted (Ctrl-C): the pipeline was stopped")
+        feeder_error = Interrupted("interrupted (Ctrl-C): the pipeline was stopped")
     finally:
+        if bar is not None:
+            bar.close()
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
@@ -233,7 +204,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
         raise feeder_error
     if sorted(results) != list(range(len(frames))):
         raise ExecutorError(f"only {len(results)} of {len(frames)} frames came out")
-    return _summarise(stages, frames, results, events)
+    return summarise(stages, len(frames), results, events)
 
 
 def _warm_up(stages, compiled, arrays, input_keys) -> None:
@@ -243,34 +214,4 @@ def _warm_up(stages, compiled, arrays, input_keys) -> None:
         try:
             values.update(zip(stage.output_keys, run([values[k] for k in stage.input_keys])))
         except Exception as exc:
-            raise ExecutorError(f"stage on device {stage.device!r} failed: "
-                                f"{type(exc).__name__}: {exc}") from None
-
-
-def _consumers(stages: Sequence[Stage]) -> dict[Key, set[str]]:
-    readers: dict[Key, set[str]] = {}
-    for stage in stages:
-        for key in stage.input_keys:
-            readers.setdefault(key, set()).add(stage.device)
-    return readers
-
-
-def _summarise(stages, frames, results, events) -> RunResult:
-    n = len(frames)
-    order = sorted(results)
-    done = [results[f][2] for f in order]
-    latencies = [(results[f][2] - results[f][1]) * 1000 for f in order]
-    warm = min(2, max(n - 2, 0))
-    gaps = np.diff(done[warm:]) * 1000 if n - warm >= 2 else np.array([])
-    period = float(np.median(gaps)) if gaps.size else (latencies[-1] if latencies else 0.0)
-    by_lane: dict[str, list[float]] = {}
-    for e in events:
-        if e.frame >= warm:
-            by_lane.setdefault(e.lane, []).append((e.end - e.start) * 1000)
-    stage_names = {s.device for s in stages}
-    busy = {lane: statistics.mean(v) for lane, v in by_lane.items() if lane in stage_names}
-    link = {lane: statistics.mean(v) for lane, v in by_lane.items() if lane not in stage_names}
-    return RunResult(frames=n, outputs=[results[f][0] for f in order if results[f][0]],
-                     latencies_ms=latencies, period_ms=period,
-                     throughput_fps=1000 / period if period > 0 else float("inf"),
-                     busy_ms=busy, link_ms=link, events=sorted(events, key=lambda e: e.start))
+            raise stage_error(stage.device, exc) from None

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from executor.local import RunResult, run_pipeline
+from executor.local import run_pipeline
+from executor.pipeline import Fault, RunResult
 from executor.stages import build_stages, model_input_keys
 from predictor.errors import DnnsplitError
 from predictor.keras_env import import_keras
 from predictor.model_graph import TaskGraph
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -61,21 +62,43 @@ def random_frames(model, n: int, seed: int = 0) -> list[list[np.ndarray]]:
 
 def execute(model, plan, frames: int = 50, backend: str = "local",
             devices: dict[str, str] | None = None, check_frames: int = 3,
-            emulate_links: bool = True, seed: int = 0) -> ExecutionReport:
+            emulate_links: bool = True, seed: int = 0, threads: int = 1,
+            address: str | None = None, placement: dict[str, str] | None = None,
+            fault: Fault | None = None, progress: bool = False) -> ExecutionReport:
+    """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
+
+    ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
+    ``placement`` are for the Ray backend (see :mod:`executor.ray_backend`).
+    """
     if backend not in BACKENDS:
-        raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)} "
-                            "(the Ray backend is not built yet)")
+        raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
     if frames < 1:
         raise DnnsplitError("--frames must be at least 1")
+    if backend == "local" and (address or placement):
+        raise DnnsplitError("--address and --ray-node need --backend ray")
+    if backend == "local" and fault is not None and fault.kind == "exit":
+        raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend ray")
+    unknown = sorted(set(devices or {}) | set(placement or {}) - set(plan.problem.devices))
+    if unknown:
+        raise DnnsplitError(f"devices {unknown} are not in the plan (its devices: "
+                            f"{', '.join(plan.problem.devices)})")
     tg = TaskGraph.from_keras(model)
     stages = build_stages(model, plan, tg)
     data = random_frames(model, frames, seed)
     problem = plan.problem
     links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}
              for pair, link in problem.links.items()} if emulate_links else None
-    result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
-                          links=links, first_device=problem.devices[0], devices=devices,
-                          keep_outputs=check_frames)
+    common = dict(links=links, first_device=problem.devices[0], devices=devices,
+                  keep_outputs=check_frames, fault=fault, progress=progress)
+    if backend == "ray":
+        from executor.ray_backend import run_pipeline_ray
+
+        result = run_pipeline_ray(stages, data, model_input_keys(tg), list(tg.output_sources),
+                                  threads=threads, address=address, placement=placement,
+                                  **common)
+    else:
+        result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
+                              **common)
     matches = True
     for arrays, outputs in zip(data[:check_frames], result.outputs):
         reference = model(arrays if len(arrays) > 1 else arrays[0], training=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from predictor.files import save_figure_atomic
 
-from executor.local import RunResult
+from executor.pipeline import RunResult
 
 MAX_FRAMES = 8
 

@@ -27,7 +27,8 @@ def new_app(help_text: str) -> typer.Typer:
 
 
 def user_errors(command: Callable) -> Callable:
-    """Print a :class:`DnnsplitError` as one ``error: ...`` line and exit with status 2."""
+    """Print a :class:`DnnsplitError` as one ``error: ...`` line and exit with status 2
+    (or the error's own ``exit_code``); Ctrl-C exits with 130, without a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -35,7 +36,10 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except DnnsplitError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted (Ctrl-C)", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 

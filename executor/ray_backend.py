@@ -1,0 +1,294 @@
+"""Run stages as a pipeline of Ray actors: one process per stage, on this machine or a cluster.
+
+``pip install dnnsplit[distributed]``. Each stage becomes an actor holding its Keras sub-model
+(shipped to it pickled, weights included), with the resources it asks for: ``threads`` CPUs,
+one GPU if its Keras device is a GPU, and optionally a custom resource that pins it to a
+machine (start that machine with ``ray start --address HEAD --resources '{"edge": 1}'`` and
+pass ``placement={"edge-device": "edge"}``). Without ``address`` a private local Ray instance
+is started for the run and shut down after it; with ``address`` (``"auto"``, ``"HOST:PORT"``)
+the run joins an existing cluster, where every node must have dnnsplit installed.
+
+Frames flow actor to actor through Ray's object store (a real network transfer when two
+stages are on different machines). Between consecutive stages a link actor (no CPU) sleeps
+for the time the plan's links would take, exactly as the local backend does, unless links
+are not emulated. Each actor runs its calls in submission order, so frames stay in order; at
+most ``window`` frames are in flight (backpressure). Every stage is warmed up on the first
+frame before timing starts.
+
+Faults: a stage that raises or a worker process that dies stops the run with an error that
+names the stage; Ctrl-C stops it too; in every case the actors are killed and a Ray instance
+started here is shut down, so no process outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+                               consumers, progress_bar, return_s, send_s, stage_error,
+                               summarise)
+from executor.stages import Key, Stage
+
+START_TIMEOUT_S = 120.0
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("the Ray backend needs Ray: pip install 'dnnsplit[distributed]'") \
+            from None
+    return ray
+
+
+class StageWorker:
+    """Actor body: one stage's compiled sub-model; ``step`` runs a frame and passes it on."""
+
+    def __init__(self, stage: Stage, model_bytes: bytes, keras_device: str | None,
+                 threads: int, keep: set, fault: Fault | None):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from executor.run import configure_worker_threads  # before the backend runs anything
+        from predictor.keras_env import compiled_model, import_keras
+
+        import_keras()
+        configure_worker_threads(1, threads)
+        self.device, self.input_keys = stage.device, stage.input_keys
+        self.output_keys, self.keep, self.fault = stage.output_keys, keep, fault
+        self.call = compiled_model(pickle.loads(model_bytes), keras_device)
+        self.events: list[tuple] = []
+
+    def _run(self, values):
+        out = self.call([values[k] for k in self.input_keys])
+        out = out if isinstance(out, (list, tuple)) else [out]
+        values = dict(values)
+        values.update(zip(self.output_keys, (np.asarray(o) for o in out)))
+        return values
+
+    def warm(self, values: dict) -> dict:
+        try:
+            return self._run(values)
+        except Exception as exc:
+            raise stage_error(self.device, exc) from None
+
+    def step(self, frame: int, payload: tuple) -> tuple:
+        values, started, _ = payload
+        start = time.time()
+        try:
+            if self.fault is not None:
+                self.fault.trigger(self.device, frame)
+            values = self._run(values)
+        except Exception as exc:
+            raise stage_error(self.device, exc) from None
+        end = time.time()
+        self.events.append((self.device, frame, start, end))
+        values = {k: v for k, v in values.items() if k in self.keep}
+        return values, start if started is None else started, end
+
+    def recorded(self) -> list[tuple]:
+        return self.events
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class LinkWorker:
+    """Actor body: sleeps for the emulated transfer of a frame's tensors over a link."""
+
+    def __init__(self, lane: str, stage: Stage | None, readers, links, output_keys=None,
+                 producer=None, first_device=None):
+        self.lane, self.stage, self.readers, self.links = lane, stage, readers, links
+        self.output_keys, self.producer, self.first_device = output_keys, producer, first_device
+        self.events: list[tuple] = []
+
+    def step(self, frame: int, payload: tuple) -> tuple:
+        values, started, end = payload
+        if self.stage is not None:
+            seconds = send_s(self.stage, values, self.readers, self.links)
+        else:  # the return of the model's outputs to the first device
+            outputs = [values[k] for k in self.output_keys]
+            seconds = return_s(outputs, self.output_keys, self.producer, self.first_device,
+                               self.links)
+        if seconds:
+            start = time.time()
+            time.sleep(seconds)
+            end = time.time()
+            self.events.append((self.lane, frame, start, end))
+        return values, started, end
+
+    def recorded(self) -> list[tuple]:
+        return self.events
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def _keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
+    """Per stage: the keys still needed after it (by later stages or as model outputs)."""
+    keep, later = [], set(output_keys)
+    for stage in reversed(stages):
+        keep.append(set(later))
+        later |= set(stage.input_keys)
+    return keep[::-1]
+
+
+def run_pipeline_ray(*args, **kwargs) -> RunResult:
+    """Push frames through stages as Ray actors; same contract as ``run_pipeline``.
+
+    Arguments beyond the local backend's: ``threads`` per stage actor; ``address`` joins a
+    running cluster instead of starting one; ``placement`` maps a stage device to a Ray custom
+    resource that pins its actor to the nodes offering it. Ray's own notices (a worker died,
+    ...) go to stderr during the run, so stdout stays clean for ``--json``.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run_pipeline_ray(*args, **kwargs)
+
+
+def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]],
+                     input_keys: Sequence[Key], output_keys: Sequence[Key],
+                     links: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
+                     first_device: str | None = None,
+                     devices: Mapping[str, str] | None = None, threads: int = 1,
+                     address: str | None = None, placement: Mapping[str, str] | None = None,
+                     keep_outputs: int = 3, window: int | None = None,
+                     timeout_s: float = 600.0, fault: Fault | None = None,
+                     progress: bool = False) -> RunResult:
+    ray = import_ray()
+    devices, placement = devices or {}, placement or {}
+    started_here = not ray.is_initialized()
+    if started_here:
+        from predictor.keras_env import import_keras
+
+        env = {"KERAS_BACKEND": import_keras().backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        local_cpus = None if address else max(os.cpu_count() or 1, len(stages) * threads)
+        ray.init(address=address or "local", num_cpus=local_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": env})
+    actors: list = []
+    try:
+        return _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device,
+                    devices, threads, placement, keep_outputs, window, timeout_s, fault,
+                    progress)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (Ctrl-C): the pipeline was stopped") from None
+    finally:
+        for actor in actors:
+            ray.kill(actor[1], no_restart=True)
+        if started_here:
+            ray.shutdown()
+
+
+def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device, devices,
+         threads, placement, keep_outputs, window, timeout_s, fault, progress) -> RunResult:
+    readers = consumers(stages)
+    producer = {key: s.device for s in stages for key in s.output_keys}
+    keep = _keep_sets(stages, output_keys)
+    stage_actor = ray.remote(StageWorker)
+    link_actor = ray.remote(num_cpus=0)(LinkWorker)
+    for i, stage in enumerate(stages):
+        keras_device = devices.get(stage.device)
+        options: dict[str, Any] = {"num_cpus": threads, "max_restarts": 0}
+        if keras_device and keras_device.lower().startswith("gpu"):
+            options["num_gpus"] = 1
+            keras_device = "gpu:0"  # Ray makes the GPU it grants the only visible one
+        if stage.device in placement:
+            options["resources"] = {placement[stage.device]: 0.001}
+        light = replace(stage, model=None)  # the model travels once, as model_bytes
+        actors.append((stage.device, stage_actor.options(**options).remote(
+            light, pickle.dumps(stage.model), keras_device, threads, keep[i], fault)))
+        if links and i < len(stages) - 1:
+            actors.append((f"{stage.device}->", link_actor.remote(
+                f"{stage.device}->next", light, readers, links)))
+    if links and first_device is not None and any(
+            producer.get(k, first_device) != first_device for k in output_keys):
+        actors.append(("return", link_actor.remote("return", None, readers, links,
+                                                   list(output_keys), producer, first_device)))
+    _wait_started(ray, actors, placement)
+    values = dict(zip(input_keys, frames[0]))
+    for name, actor in actors:
+        if not name.endswith("->") and name != "return":
+            values = _get(ray, actors, actor.warm.remote(values), timeout_s)
+
+    window = window or 2 * len(actors)
+    pending: deque = deque()
+    results: dict[int, tuple[list, float, float]] = {}
+    deadline = time.monotonic() + timeout_s
+    bar = progress_bar(len(frames), progress)
+    try:
+        next_frame = 0
+        while next_frame < len(frames) or pending:
+            while next_frame < len(frames) and len(pending) < window:
+                ref = (dict(zip(input_keys, frames[next_frame])), None, None)
+                for _, actor in actors:
+                    ref = actor.step.remote(next_frame, ref)
+                pending.append((next_frame, ref))
+                next_frame += 1
+            frame, ref = pending.popleft()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ExecutorError(f"the pipeline did not finish within {timeout_s:g} s")
+            values, started, done = _get(ray, actors, ref, remaining)
+            outputs = [values[k] for k in output_keys] if frame < keep_outputs else []
+            results[frame] = (outputs, started, done)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    events = [Event(*e) for _, a in actors
+              for e in _get(ray, actors, a.recorded.remote(), 60.0)]
+    return summarise(stages, len(frames), results, events)
+
+
+def _wait_started(ray, actors, placement) -> None:
+    """Wait until every actor is up, or say which could not be placed."""
+    pings = {actor[1].ping.remote(): actor[0] for actor in actors}
+    ready, waiting = ray.wait(list(pings), num_returns=len(pings), timeout=START_TIMEOUT_S)
+    for ref in ready:
+        _get(ray, actors, ref, 1.0)
+    if waiting:
+        names = sorted({pings[r] for r in waiting})
+        wanted = {n: placement[n] for n in names if n in placement}
+        raise ExecutorError(
+            f"the Ray workers for {names} did not start within {START_TIMEOUT_S:g} s: the "
+            "cluster has no free node with the CPUs/GPUs they ask for"
+            + (f" or with the resources {wanted}" if wanted else ""))
+
+
+def _get(ray, actors, ref, timeout: float):
+    """``ray.get`` that turns Ray's errors into one :class:`ExecutorError` naming the stage."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ExecutorError(f"the pipeline did not finish within {timeout:g} s") from None
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ray.exceptions.RayActorError):  # an upstream worker died
+            raise ExecutorError(_who_died(ray, actors)) from None
+        if isinstance(cause, ExecutorError):
+            raise ExecutorError(str(cause)) from None
+        raise ExecutorError(f"a pipeline worker failed: {cause or exc}") from None
+    except ray.exceptions.RayActorError:
+        raise ExecutorError(_who_died(ray, actors)) from None
+
+
+def _who_died(ray, actors) -> str:
+    dead = []
+    for name, actor in actors:
+        try:
+            ray.get(actor.ping.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - any failure to answer means it is gone
+            dead.append(name)
+    stages = [n for n in dead if not n.endswith("->") and n != "return"] or dead
+    if not stages:
+        return "a pipeline worker died"
+    return (f"the worker process of stage on device {stages[0]!r} died (killed, crashed or "
+            "out of memory)")
