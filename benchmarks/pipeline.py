@@ -4,7 +4,7 @@
                                   [--profile cpu-1t-tensorflow] [--backend local|ray]
 
 For each model: the throughput plan (dp) over two workers w1, w2 with the profile's predicted
-costs and an in-process link (10 Gbps, no latency), run by the local executor; and the same
+costs and a fast link (10 Gbps, no latency), run by the executor; and the same
 model on one worker (everything on w1), on the same backend (``--backend ray``: one Ray
 actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
 pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs

@@ -14,7 +14,12 @@ are searched stage by stage by depth-first branch and bound: the downsets contai
 current one are enumerated by including or excluding the smallest available node (each
 downset once, never materialising pairs of downsets); a device's compute and the transfers
 into it only grow as its stage grows, so a branch stops as soon as one of them reaches the
-best period found so far. The search is exhaustive up to that bound, hence exact.
+best period found so far. The search is exhaustive up to that bound, hence exact. It runs in
+passes under a rising target period, starting at a lower bound (the work on the cheapest
+devices shared by all of them): a pass that finds no period below its target proves the
+optimum is at least the target, so the first pass that finds one ends with the optimum. Low
+targets prune almost everything, so the passes cost far less than one search that starts from
+a poor incumbent (DenseNet201 on 3 devices: about 1,000 search nodes instead of 438,000).
 ``states`` counts DP states (latency) or search nodes (throughput).
 """
 
@@ -31,6 +36,8 @@ from partition.solution import Solution, stopwatch
 MAX_STATES = 2_000_000
 #: The throughput search gives up beyond this many search nodes.
 MAX_SEARCH_NODES = 50_000_000
+#: The throughput search's target period rises by this factor per pass (see ``run``).
+TARGET_GROWTH = 1.2
 
 
 #: Latency states before pruning, (k * 2^(k-1)) ** frontier, above which dp does not try.
@@ -246,22 +253,39 @@ class _PipelineSearch:
         self.nodes = 0
 
     def run(self) -> tuple[list[int], int]:
+        """Search under a rising target period (see :data:`TARGET_GROWTH`); exact.
+
+        Each pass looks only for a period below the target; a pass that finds none proves the
+        optimum is at least the target. The first target is a lower bound, the last one the
+        period of everything on the first device, so the passes stop with the optimum.
+        """
         ip = self.ip
-        # incumbent: everything on the first device
-        self.best = [0] * ip.n
-        self.best_value = objective_value(evaluate_indexed(ip, self.best), "throughput")
-        inputs = [u for u in range(ip.n) if ip.is_input[u]]
-        for u in inputs:
+        for u in (u for u in range(ip.n) if ip.is_input[u]):
             self._assign(u, 0)
         available = sorted(
             u for u in range(ip.n) if self.dev[u] < 0 and self.missing[u] == 0)
+        everything_first = [0] * ip.n
+        upper = objective_value(evaluate_indexed(ip, everything_first), "throughput")
+        target = min(upper, max(self._lower_bound(), 1e-9))
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 4 * ip.n + 1000))
         try:
-            self._stage(0, available, max(self._current_max(), 0.0))
+            while True:
+                self.best, self.best_value = None, target
+                self._stage(0, available, max(self._current_max(), 0.0))
+                if self.best is not None:
+                    return list(self.best), self.nodes
+                if target >= upper:
+                    return everything_first, self.nodes
+                target = min(upper, target * TARGET_GROWTH)
         finally:
             sys.setrecursionlimit(limit)
-        return list(self.best), self.nodes
+
+    def _lower_bound(self) -> float:
+        """No period is below the work on the cheapest devices shared by all, or one node's."""
+        ip = self.ip
+        cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
+        return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
 
     def _current_max(self) -> float:
         return max(max(self.device_load), max(max(row) for row in self.link_load))

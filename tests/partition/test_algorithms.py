@@ -106,6 +106,19 @@ def test_hand_worked_chain():
     assert close(dp(problem, "throughput").value, 2.0)  # the server computes 2 ms per frame
 
 
+@pytest.mark.parametrize("edge, server, mbps, expected", [
+    ([0, 1, 1], [0, 1, 1], 0.001, 2.0),  # links far too slow: everything stays on the edge
+    ([0, 0, 0], [0, 0, 0], 8.0, 0.0),  # nothing costs anything
+    ([0, 3, 3], [0, 3, 3], 1e6, 3.0),  # the lower bound (work shared by both) is the optimum
+])
+def test_throughput_search_ends_at_its_first_target_or_at_the_upper_bound(edge, server, mbps,
+                                                                          expected):
+    problem = chain_problem(edge, server, [10, 10, 10], mbps=mbps)
+    solution = dp(problem, "throughput")
+    assert close(solution.value, expected), solution
+    assert close(solution.value, brute(problem, "throughput").value)
+
+
 def test_two_device_algorithms_refuse_three_devices_and_unknown_objective():
     problem = random_problem(3, 5, 3)
     with pytest.raises(PlanError, match="2 devices"):
