@@ -103,12 +103,17 @@ def main(argv=None):
         "",
         f"Two workers of one thread each ({_workers(args.backend)}), costs predicted "
         f"by the `{args.profile}` profile, dp throughput plan; frames of batch 1 (enough for "
-        "about 4 s per run); the link between workers is in-process (emulated as 10 Gbps, no "
-        "latency). Every stage is compiled and run once before timing. Period = median time "
+        "about 4 s per run); the link between workers is emulated as 10 Gbps, no latency"
+        + (" (a link actor between the stage actors)" if args.backend == "ray" else "")
+        + ". Every stage is compiled and run once before timing. Period = median time "
         "between consecutive frames leaving the pipeline. Single and pipelined runs alternate "
         f"{args.repeats} times; the row is the run with the median speed-up, the range is "
         "over all runs (the machine drifts by up to 1.4x within minutes).",
         "",
+        *(["On this 2-core machine the two worker processes share the cores with Ray's own "
+           "processes (driver, raylet, GCS, link actors): each frame costs several actor "
+           "calls, so Ray is slower than threads here; it is the backend for stages on "
+           "different machines.", ""] if args.backend == "ray" else []),
         "| model | stages | frames | single FPS | pipelined FPS | speed-up (range) | "
         "period ms measured | period ms predicted | diff | latency p50 / p95 ms (single p50) "
         "| outputs match |",

@@ -16,7 +16,7 @@ import gc
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -74,8 +74,9 @@ def collection_plan(grids: Sequence[Grid], models: Sequence[str] | None,
         if from_models else {}
     plan = {}
     for grid in grids:
-        scaled = Grid(grid.layer_type, grid.family, int(round(grid.random * random_scale)),
-                      grid.seed, grid.from_models, grid.space, grid.max_gflops)
+        scaled = replace(grid, random=int(round(grid.random * random_scale)),
+                         extra=tuple({**b, "random": int(round(b["random"] * random_scale))}
+                                     for b in grid.extra))
         configs = {c.key: c for c in real.get(grid.layer_type, [])}
         for config in random_configs(scaled):
             configs.setdefault(config.key, config)

@@ -3,7 +3,8 @@
 A grid file ``collectors/grids/<LayerType>.json`` holds::
 
     {"layer_type": "Conv2D", "family": "conv", "random": 260, "seed": 7, "from_models": true,
-     "max_gflops": 4, "space": {"hw": [7, 14, 28], "cin": {"values": [...], "weights": [...]}, ...}}
+     "max_gflops": 4, "space": {"hw": [7, 14, 28], "cin": {"values": [...], "weights": [...]}, ...},
+     "extra": [{"why": "...", "random": 60, "seed": 8, "space": {"kernel": [2, 4, 6]}}]}
 
 ``space`` values are lists (uniform) or ``{"values", "weights"}``. ``random`` configurations are
 drawn from the space (redrawn while a kernel exceeds ``max_gflops``), and with ``from_models``
@@ -44,6 +45,7 @@ class Grid:
     from_models: bool
     space: Mapping[str, Any]
     max_gflops: float = MAX_KERNEL_GFLOPS
+    extra: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def load(cls, path: str | Path) -> "Grid":
@@ -52,13 +54,16 @@ class Grid:
         try:
             grid = cls(str(data["layer_type"]), str(data["family"]), int(data["random"]),
                        int(data.get("seed", 0)), bool(data.get("from_models", True)),
-                       dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)))
+                       dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)),
+                       tuple({"random": int(b["random"]), "seed": int(b.get("seed", 0)),
+                              "space": dict(b["space"])} for b in data.get("extra", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise GridError(f"grid file {str(path)!r} is malformed: missing or bad {exc}") from None
         if grid.family not in FAMILIES:
             raise GridError(f"grid file {str(path)!r}: unknown family {grid.family!r} "
                             f"(one of {', '.join(FAMILIES)})")
-        for key, spec in grid.space.items():
+        spaces = [grid.space] + [b["space"] for b in grid.extra]
+        for key, spec in ((k, v) for space in spaces for k, v in space.items()):
             try:
                 values, weights = _values(spec)
             except (KeyError, TypeError) as exc:
@@ -111,18 +116,31 @@ def _tail(items: Iterable[str]) -> list[tuple[str, dict]]:
 
 
 def random_configs(grid: Grid) -> list[KernelConfig]:
-    """Up to ``grid.random`` distinct configurations drawn from the grid's space (seeded)."""
+    """Up to ``grid.random`` distinct configurations drawn from the grid's space (seeded),
+    then each ``extra`` block's: ``random`` more drawn with its own seed from the space with
+    the block's keys replaced. Adding a block never changes the configurations drawn before."""
+    configs = _draw_distinct(grid, {})
+    for block in grid.extra:
+        sub = Grid(grid.layer_type, grid.family, block["random"], block["seed"], False,
+                   {**grid.space, **block["space"]}, grid.max_gflops)
+        configs = _draw_distinct(sub, configs)
+    return list(configs.values())
+
+
+def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig]) -> dict[str, KernelConfig]:
+    """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space``."""
     rng = random.Random(grid.seed)
-    configs: dict[str, KernelConfig] = {}
+    configs = dict(configs)
+    wanted = len(configs) + grid.random
     attempts = 0
-    while len(configs) < grid.random and attempts < 50 * max(grid.random, 1):
+    while len(configs) < wanted and attempts < 50 * max(grid.random, 1):
         attempts += 1
         config = _draw_config(grid, rng)
         if config is None or config.key in configs:
             continue
         if _gflops(config) <= grid.max_gflops:
             configs[config.key] = config
-    return list(configs.values())
+    return configs
 
 
 def _gflops(config: KernelConfig) -> float:

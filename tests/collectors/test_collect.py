@@ -136,12 +136,38 @@ def test_shipped_grids_load_and_sample_within_their_flops_cap():
         "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
         "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax",
         "Add", "Multiply", "Concatenate", "ZeroPadding2D", "UpSampling2D", "Flatten", "Reshape",
-        "Dropout", "Rescaling"}
+        "Dropout", "Rescaling", "Normalization"}
     conv = next(g for g in grids if g.layer_type == "Conv2D")
     small = Grid(conv.layer_type, conv.family, 5, conv.seed, False, conv.space, conv.max_gflops)
     configs = random_configs(small)
     assert len(configs) == 5 and configs == random_configs(small)  # reproducible
     assert all(c.record()["flops"] <= conv.max_gflops * 1e9 for c in configs)
+
+
+def test_an_extra_block_adds_draws_and_never_changes_the_earlier_ones():
+    space = {"hw": [8, 12, 16], "cin": [4, 8], "cout": [8, 16], "kernel": [1, 3]}
+    base = Grid("Conv2D", "conv", 6, 1, False, space)
+    extra = Grid("Conv2D", "conv", 6, 1, False, space,
+                 extra=({"random": 4, "seed": 5, "space": {"kernel": [2, 4]}},))
+    before, after = random_configs(base), random_configs(extra)
+    assert after[:6] == before and len(after) == 10
+    assert {dict(c.layers[0][1])["kernel_size"] for c in after[6:]} <= {(2, 2), (4, 4)}
+    assert len({c.key for c in after}) == 10
+
+
+def test_a_malformed_extra_block_is_refused(tmp_path):
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    (grids / "Conv2D.json").write_text(json.dumps(
+        {"layer_type": "Conv2D", "family": "conv", "random": 1, "space": {"hw": [8]},
+         "extra": [{"seed": 1, "space": {}}]}))
+    with pytest.raises(GridError, match="malformed"):
+        load_grids(grids)
+    (grids / "Conv2D.json").write_text(json.dumps(
+        {"layer_type": "Conv2D", "family": "conv", "random": 1, "space": {"hw": [8]},
+         "extra": [{"random": 2, "space": {"kernel": {"values": [1, 3], "weights": [1]}}}]}))
+    with pytest.raises(GridError, match="'kernel'"):
+        load_grids(grids)
 
 
 def test_empty_call_overhead_is_subtracted():
