@@ -45,6 +45,8 @@ def candidates():
 
     return {
         "mini-net (shipped)": (build_probe, PROBE_INPUT),
+        "mini-net x2 width": (lambda: build_probe(64), PROBE_INPUT[:3] + (64,)),
+        "mini-net x4 width": (lambda: build_probe(128), PROBE_INPUT[:3] + (128,)),
         "conv3x3 56x56x64": single(lambda: layers.Conv2D(64, 3, padding="same"),
                                    (1, 56, 56, 64)),
         "dwconv3x3 112x112x32": single(lambda: layers.DepthwiseConv2D(3, padding="same"),

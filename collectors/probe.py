@@ -23,20 +23,24 @@ PROBE_RULE = StopRule(min_repeats=15, max_repeats=300, min_time_s=0.3, max_time_
                       rel_tol=0.01)
 
 
-def build_probe():
-    """The probe network (fixed weights seed, about 1-3 ms on one CPU thread)."""
+def build_probe(width: int = PROBE_INPUT[-1]):
+    """The probe network (fixed weights seed, about 1-3 ms on one CPU thread).
+
+    ``width`` (channels; the shipped probe uses 32 on a 56x56x32 input) exists so that
+    ``benchmarks/probe_tracking.py`` can compare heavier variants.
+    """
     keras = import_keras()
     layers = keras.layers
     keras.utils.set_random_seed(0)
-    x = inputs = keras.Input(PROBE_INPUT[1:], batch_size=PROBE_INPUT[0])
-    x = layers.Conv2D(32, 3, padding="same", use_bias=False)(x)
+    x = inputs = keras.Input(PROBE_INPUT[1:3] + (width,), batch_size=PROBE_INPUT[0])
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
     x = layers.ReLU()(layers.BatchNormalization()(x))
     y = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
     y = layers.ReLU(6.0)(layers.BatchNormalization()(y))
-    y = layers.Conv2D(32, 1, use_bias=False)(y)
+    y = layers.Conv2D(width, 1, use_bias=False)(y)
     y = layers.BatchNormalization()(y)
     x = layers.Add()([x, y])
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(10)(x)
     return keras.Model(inputs, outputs, name="dnnsplit_probe")

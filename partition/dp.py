@@ -36,6 +36,10 @@ from partition.solution import Solution, stopwatch
 MAX_STATES = 2_000_000
 #: The throughput search gives up beyond this many search nodes.
 MAX_SEARCH_NODES = 50_000_000
+#: Throughput: seconds of exact search before a graph counts as too wide for it (every
+#: keras.applications model but the NASNets is solved in well under this); the answer then
+#: is the best split along one topological order, with the lower bound the search proved.
+THROUGHPUT_EXACT_S = 1.0
 #: The throughput search's target period rises by this factor per pass (see ``run``).
 TARGET_GROWTH = 1.2
 
@@ -56,10 +60,13 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
        fallback_time_s: float | None = FALLBACK_TIME_LIMIT_S) -> Solution:
     """Exact optimum of ``objective`` ('latency' or 'throughput') for any number of devices.
 
-    When the graph is too wide for the exact search (more than ``max_states`` live states, or
-    longer than ``time_limit_s``), the answer comes from :func:`partition.milp.milp` with
-    ``fallback_time_s``: ``exact`` is then HiGHS's proof status and the note gives the gap.
-    With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
+    When the graph is too wide for the exact search, the solution says so (``exact`` False or
+    a ``note``): for **throughput** (no proof within :data:`THROUGHPUT_EXACT_S`) it is the
+    best split along one topological order, with the lower bound the search proved and the
+    gap; for **latency** (more than ``max_states`` live states, or longer than
+    ``time_limit_s``) it comes from :func:`partition.milp.milp` with ``fallback_time_s``,
+    ``exact`` being HiGHS's proof status. With ``fallback_time_s=None`` dp raises
+    :class:`PlanError` instead.
     """
     ip = problem.indexed
     if objective not in ("latency", "throughput"):
@@ -76,7 +83,13 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                                    f"{estimate:.1e} states")
                 devices, states = _latency(ip, order, max_states, deadline)
             else:
-                devices, states = _PipelineSearch(ip, deadline).run()
+                search = _PipelineSearch(ip, _sooner(deadline, THROUGHPUT_EXACT_S))
+                try:
+                    devices, states = search.run()
+                except _TooWide:
+                    if fallback_time_s is None:
+                        raise
+                    return _split_along_order(ip, search, deadline, elapsed)
         except _TooWide as exc:
             if fallback_time_s is None:
                 raise PlanError(f"exact dp gave up: {exc}") from None
@@ -90,6 +103,23 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                                  + (f": {answer.note}" if answer.note else ", proven optimal"))
         value = objective_value(evaluate_indexed(ip, devices), objective)
     return Solution("dp", objective, tuple(devices), value, elapsed(), exact=True, states=states)
+
+
+def _split_along_order(ip: IndexedProblem, search: "_PipelineSearch",
+                       deadline: float | None, elapsed) -> Solution:
+    """Throughput on a graph too wide for the exact search: the best split along the
+    low-frontier order, with the lower bound the exact search had proven (its last target)."""
+    along = _OrderSearch(ip, low_frontier_order(ip), deadline)
+    devices, states = along.run()
+    value = objective_value(evaluate_indexed(ip, devices), "throughput")
+    lower = search.proven_lower
+    gap = (value - lower) / value if value > 0 else 0.0
+    return Solution("dp", "throughput", tuple(devices), value, elapsed(), exact=False,
+                    states=search.nodes + states,
+                    note=f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} "
+                         "s): best split along one topological order (the low-frontier "
+                         f"order); the optimum is at least {lower:.4g} ms, a gap of at most "
+                         f"{gap:.1%}")
 
 
 # --- latency ----------------------------------------------------------------------------------
@@ -136,6 +166,14 @@ def max_frontier(ip: IndexedProblem, order: list[int]) -> int:
             live += 1
         widest = max(widest, live)
     return widest
+
+
+def _sooner(deadline: float | None, seconds: float | None) -> float | None:
+    """The earlier of ``deadline`` and ``seconds`` from now (None: no limit)."""
+    if seconds is None:
+        return deadline
+    soon = time.perf_counter() + seconds
+    return soon if deadline is None else min(deadline, soon)
 
 
 def _check_deadline(deadline: float | None) -> None:
@@ -251,6 +289,7 @@ class _PipelineSearch:
         self.best_value = float("inf")
         self.best: list[int] | None = None
         self.nodes = 0
+        self.proven_lower = 0.0  # the optimum is at least this (raised by each empty pass)
 
     def run(self) -> tuple[list[int], int]:
         """Search under a rising target period (see :data:`TARGET_GROWTH`); exact.
@@ -266,20 +305,26 @@ class _PipelineSearch:
             u for u in range(ip.n) if self.dev[u] < 0 and self.missing[u] == 0)
         everything_first = [0] * ip.n
         upper = objective_value(evaluate_indexed(ip, everything_first), "throughput")
-        target = min(upper, max(self._lower_bound(), 1e-9))
+        self.proven_lower = self._lower_bound()
+        target = min(upper, max(self.proven_lower, 1e-9))
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 4 * ip.n + 1000))
         try:
             while True:
                 self.best, self.best_value = None, target
-                self._stage(0, available, max(self._current_max(), 0.0))
+                self._stage(0, self._root(available), max(self._current_max(), 0.0))
                 if self.best is not None:
                     return list(self.best), self.nodes
+                self.proven_lower = target  # no period below it exists
                 if target >= upper:
                     return everything_first, self.nodes
                 target = min(upper, target * TARGET_GROWTH)
         finally:
             sys.setrecursionlimit(limit)
+
+    def _root(self, available: list[int]):
+        """What the first stage starts from: the nodes available to it."""
+        return available
 
     def _lower_bound(self) -> float:
         """No period is below the work on the cheapest devices shared by all, or one node's."""
@@ -389,6 +434,53 @@ class _PipelineSearch:
             # running sums; dp() recomputes the value of the final assignment exactly
             self.best_value = value
             self.best = [d if d >= 0 else last for d in self.dev]
+
+
+class _OrderSearch(_PipelineSearch):
+    """The same search restricted to splits along one topological order: each device holds a
+    contiguous piece of ``order``. Exact over those splits, not over all chains of downsets."""
+
+    def __init__(self, ip: IndexedProblem, order: list[int], deadline: float | None = None):
+        super().__init__(ip, deadline)
+        self.order = [v for v in order if not ip.is_input[v]]
+        k, m = ip.k, len(self.order)
+        # suffix_bound[i][p]: order[p:] on their cheapest devices after i, shared by those
+        self.suffix_bound = []
+        for i in range(k):
+            bound = [0.0] * (m + 1)
+            if i < k - 1:
+                for p in range(m - 1, -1, -1):
+                    v = self.order[p]
+                    bound[p] = bound[p + 1] + min(ip.compute[v][i + 1:]) / (k - 1 - i)
+            self.suffix_bound.append(bound)
+
+    def _root(self, available: list[int]) -> int:
+        return 0
+
+    def _stage(self, i: int, pos: int, current: float) -> None:  # type: ignore[override]
+        if i == self.ip.k - 1:
+            self._last_stage(current)
+            return
+        self._extend(i, pos, current)
+
+    def _extend(self, i: int, pos: int, current: float) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_SEARCH_NODES:
+            raise _TooWide(f"more than {MAX_SEARCH_NODES} search nodes")
+        if self.nodes & 4095 == 1:
+            _check_deadline(self.deadline)
+        if current >= self.best_value:
+            return
+        if pos < len(self.order):  # device i also takes the next node of the order
+            v = self.order[pos]
+            undo = self._assign(v, i)
+            new_current = max(current, self.device_load[i], self.link_load[i][0],
+                              *(self.link_load[a][i] for a in range(i)))
+            if new_current < self.best_value:
+                self._extend(i, pos + 1, new_current)
+            self._unassign(v, undo)
+        if self.suffix_bound[i][pos] < self.best_value:  # or its piece ends here
+            self._stage(i + 1, pos, current)
 
 
 def _descendant_work(ip: IndexedProblem) -> list[list[float]]:

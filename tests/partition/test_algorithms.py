@@ -176,11 +176,46 @@ def test_dp_equals_milp_on_sixteen_node_graphs(seed, k, objective):
     assert close(dp(problem, objective).value, reference.value)
 
 
-@pytest.mark.parametrize("objective", ["latency", "throughput"])
-def test_dp_hands_a_too_wide_graph_to_the_milp_and_says_so(objective):
+def test_dp_hands_a_too_wide_latency_problem_to_the_milp_and_says_so():
     problem = random_problem(77, 12, 3, edge_p=0.3)
-    answer = dp(problem, objective, max_states=1, time_limit_s=0.0)
+    answer = dp(problem, "latency", max_states=1, time_limit_s=0.0)
     assert "answered by MILP" in answer.note and answer.algorithm == "dp"
-    assert answer.exact and close(answer.value, dp(problem, objective).value)
+    assert answer.exact and close(answer.value, dp(problem, "latency").value)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_dp_without_fallback_refuses_a_too_wide_graph(objective):
+    problem = random_problem(77, 12, 3, edge_p=0.3)
     with pytest.raises(PlanError, match="exact dp gave up"):
         dp(problem, objective, max_states=1, time_limit_s=0.0, fallback_time_s=None)
+
+
+def best_split_along(problem, order):
+    """Reference: every way to cut ``order`` into k contiguous pieces, evaluated exactly."""
+    import itertools
+
+    ip = problem.indexed
+    rest = [v for v in order if not ip.is_input[v]]
+    best = math.inf
+    for cuts in itertools.combinations_with_replacement(range(len(rest) + 1), ip.k - 1):
+        devices = [0] * ip.n
+        for pos, v in enumerate(rest):
+            devices[v] = sum(1 for c in cuts if c <= pos)
+        best = min(best, evaluate_indexed(ip, devices).period_ms)
+    return best
+
+
+@pytest.mark.parametrize("seed, k", [(s, 2) for s in range(30)] + [(s, 3) for s in range(30, 60)])
+def test_a_too_wide_graph_is_split_along_one_order_and_labelled(monkeypatch, seed, k):
+    import partition.dp as dp_module
+
+    problem = random_problem(seed, 9, k, n_inputs=1 + seed % 2)
+    exact = dp(problem, "throughput")
+    monkeypatch.setattr(dp_module, "THROUGHPUT_EXACT_S", 0.0)  # the exact search gives up
+    along = dp(problem, "throughput")
+    assert not along.exact and "one topological order" in along.note
+    lower = float(along.note.split("at least ")[1].split(" ms")[0])
+    assert lower <= exact.value * (1 + 1e-3)  # the proven bound is a true lower bound
+    reference = best_split_along(problem, low_frontier_order(problem.indexed))
+    assert close(along.value, reference)
+    assert along.value >= exact.value - 1e-9

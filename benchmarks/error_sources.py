@@ -1,0 +1,162 @@
+"""Where does a whole-model prediction error come from? Regressors vs composition, by layer type.
+
+    python benchmarks/error_sources.py [--models Pix2PixUNet MobileNetV3Large ...]
+                                       [--profile cpu-1t-tensorflow]
+
+A held-out model's predicted time can be wrong for two reasons: the per-type regressors
+mispredict its kernels, or its kernels timed alone do not add up to the whole model (fusion,
+scheduling, caches). For each model (load 0, one thread) this times, in one window: the whole
+model, then every distinct kernel of its task graph alone (fusion rules applied, empty-call
+overhead subtracted; identical kernels timed once), with the reference probe before and after.
+It then predicts the same kernels from the profile's bundle at the probe's present speed and
+reports per model
+
+- composition = sum of kernels measured alone / whole model measured,
+- regressors = sum of kernels predicted / sum of kernels measured,
+- the full prediction (model-level correction and call overhead included) / whole measured,
+
+and per layer type the error the regressors contribute (predicted - measured, ms and % of the
+whole model). Only the evaluation models' kernels are timed here; nothing is trained on them.
+Writes docs/error-sources-<profile>.md with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_MODELS = ["Pix2PixUNet", "MobileNetV3Large", "EfficientNetV2B1", "ResNet152",
+                  "InceptionResNetV2", "DenseNet169"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=DEFAULT_MODELS)
+    parser.add_argument("--profile", default="cpu-1t-tensorflow")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    from collectors.timing import configure_threads
+
+    configure_threads(1)
+    from collectors.kernels import KernelConfig, KernelError
+    from collectors.probe import Probe
+    from collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
+                                   model_inputs, time_model)
+    from predictor.bundle import load_bundle, profile_dir
+    from predictor.compose import FREE_TYPES, predict_graph
+    from predictor.files import write_text_atomic
+    from predictor.fusion import OPS_AS_LAYERS
+    from predictor.keras_env import import_keras
+    from predictor.model_graph import TaskGraph
+    from predictor.model_source import load_model
+
+    keras = import_keras()
+    bundle = load_bundle(args.profile)
+    out = Path(args.out or ROOT / "docs" / f"error-sources-{profile_dir(args.profile).name}.md")
+    probe = Probe()
+    rule = StopRule(min_repeats=10, max_time_s=1.0)
+    summary, by_type_rows = [], []
+    for name in args.models:
+        model = load_model(name)
+        tg = TaskGraph.from_keras(model)
+        before = probe.time_ms()
+        whole = time_model(model, rule=StopRule(min_repeats=10, max_time_s=4.0)).median_ms
+        timed: dict[str, float | None] = {}
+        measured_by_type: dict[str, float] = defaultdict(float)
+        predicted_by_type: dict[str, float] = defaultdict(float)
+        kernel_entries = []
+        for kernel in _kernels(tg, FREE_TYPES):
+            config = KernelConfig.from_specs([tg.spec(n) for n in kernel.nodes])
+            if config.key not in timed:
+                try:
+                    sub = config.build()
+                    inputs = model_inputs(sub)
+                    overhead = empty_call_overhead(inputs, rule=rule)
+                    timed[config.key] = measure(compile_forward(sub), inputs, overhead,
+                                                rule).median_ms
+                except KernelError:
+                    timed[config.key] = None  # e.g. an Add with a constant operand
+            kernel_entries.append((kernel, timed[config.key]))
+        after = probe.time_ms()
+        probe_now = (before + after) / 2
+        raw = predict_graph(bundle, tg, load=0.0, probe_ms=probe_now, corrected=False)
+        full = predict_graph(bundle, tg, load=0.0, probe_ms=probe_now).total_ms
+        predicted = {tuple(k.nodes): ms for k, ms in raw.kernel_ms}
+        skipped = 0
+        for kernel, ms in kernel_entries:
+            if ms is None:
+                skipped += 1
+                continue
+            kind = OPS_AS_LAYERS.get(tg.graph.nodes[kernel.nodes[0]]["layer_type"],
+                                     tg.graph.nodes[kernel.nodes[0]]["layer_type"])
+            measured_by_type[kind] += ms
+            predicted_by_type[kind] += predicted[tuple(kernel.nodes)]
+        measured_sum, predicted_sum = sum(measured_by_type.values()), sum(
+            predicted_by_type.values())
+        summary.append((name, whole, len(kernel_entries), len(timed), skipped, measured_sum,
+                        predicted_sum, full, before, after))
+        for kind in measured_by_type:
+            by_type_rows.append((name, kind, measured_by_type[kind], predicted_by_type[kind],
+                                 whole))
+        print(f"{name}: whole {whole:.1f} ms; kernels measured {measured_sum:.1f}, predicted "
+              f"{predicted_sum:.1f}; full prediction {full:.1f}; probe {before:.2f} -> "
+              f"{after:.2f} ms", flush=True)
+        keras.backend.clear_session()
+
+    lines = [
+        f"# Where the prediction error comes from ({profile_dir(args.profile).name})",
+        "",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')} "
+        f"on {platform.node()} ({platform.machine()}), TensorFlow, 1 thread, load 0, with",
+        "",
+        "    python benchmarks/error_sources.py " + " ".join(argv or sys.argv[1:]),
+        "",
+        "Per model, in one window: whole model measured; every distinct kernel measured alone "
+        "(empty call subtracted); the same kernels predicted by the bundle at the probe's "
+        "present speed (no model-level correction). composition = kernels measured / whole; "
+        "regressors = kernels predicted / kernels measured; full = the prediction `predictor "
+        "predict` makes (correction and call overhead included) / whole. Kernels that cannot "
+        "be built alone are left out of both kernel sums.",
+        "",
+        "| model | whole ms | kernels (distinct, not buildable) | kernels measured ms | "
+        "composition | kernels predicted ms | regressors | full prediction ms | full / whole "
+        "| probe before -> after ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, whole, n, distinct, skipped, meas, pred, full, before, after) in summary:
+        lines.append(f"| {name} | {whole:.1f} | {n} ({distinct}, {skipped}) | {meas:.1f} | "
+                     f"{meas / whole:.2f}x | {pred:.1f} | {pred / meas:.2f}x | {full:.1f} | "
+                     f"{full / whole:.2f}x | {before:.2f} -> {after:.2f} |")
+    lines += ["", "## Per layer type: what the regressors add to the error",
+              "",
+              "Kernels grouped by their first layer's type; the largest contributions (by "
+              "|predicted - measured|) of each model.", "",
+              "| model | type | measured ms | predicted ms | predicted - measured ms | "
+              "% of whole model |", "|---|---|---|---|---|---|"]
+    for name in args.models:
+        rows = sorted((r for r in by_type_rows if r[0] == name),
+                      key=lambda r: -abs(r[3] - r[2]))[:5]
+        for _, kind, meas, pred, whole in rows:
+            lines.append(f"| {name} | {kind} | {meas:.2f} | {pred:.2f} | {pred - meas:+.2f} | "
+                         f"{(pred - meas) / whole:+.1%} |")
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def _kernels(tg, free_types):
+    from predictor.fusion import find_kernels
+
+    return [k for k in find_kernels(tg)
+            if tg.graph.nodes[k.nodes[0]]["layer_type"] not in free_types]
+
+
+if __name__ == "__main__":
+    main()
