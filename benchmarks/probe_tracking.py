@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def candidates():
-    """name -> (builder, input shape); the mini-net is the shipped probe."""
+    """name -> (builder, input shape); collectors/probe.py ships the one chosen here."""
     from collectors.probe import PROBE_INPUT, build_probe
     from predictor.keras_env import import_keras
 
@@ -44,9 +44,9 @@ def candidates():
         return build, shape
 
     return {
-        "mini-net (shipped)": (build_probe, PROBE_INPUT),
-        "mini-net x2 width": (lambda: build_probe(64), PROBE_INPUT[:3] + (64,)),
-        "mini-net x4 width": (lambda: build_probe(128), PROBE_INPUT[:3] + (128,)),
+        "mini-net width 32": (lambda: build_probe(32), PROBE_INPUT[:3] + (32,)),
+        "mini-net width 64": (lambda: build_probe(64), PROBE_INPUT[:3] + (64,)),
+        "mini-net width 128": (lambda: build_probe(128), PROBE_INPUT[:3] + (128,)),
         "conv3x3 56x56x64": single(lambda: layers.Conv2D(64, 3, padding="same"),
                                    (1, 56, 56, 64)),
         "dwconv3x3 112x112x32": single(lambda: layers.DepthwiseConv2D(3, padding="same"),
