@@ -105,5 +105,7 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
     gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
     exact = result.status == 0
     note = "" if exact else f"time limit reached: relative gap {gap:.2%} to the lower bound"
+    bound = getattr(result, "mip_dual_bound", None)
     return Solution("milp", objective, tuple(devices), value, elapsed(), exact=exact,
-                    states=int(getattr(result, "mip_node_count", 0) or 0), note=note)
+                    states=int(getattr(result, "mip_node_count", 0) or 0), note=note,
+                    lower_bound=value if exact else (None if bound is None else float(bound)))

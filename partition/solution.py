@@ -15,7 +15,8 @@ class Solution:
 
     ``value`` is the objective the algorithm minimised (latency_ms, or period_ms for
     throughput); ``exact`` says whether it is proven optimal; ``states`` counts the states or
-    candidates the algorithm examined.
+    candidates the algorithm examined; ``lower_bound`` is a proven lower bound on the optimum
+    when one is known (an unproven answer's gap is ``1 - lower_bound / value``).
     """
 
     algorithm: str
@@ -26,6 +27,7 @@ class Solution:
     exact: bool
     states: int = 0
     note: str = ""
+    lower_bound: float | None = None
 
     def named(self, problem) -> dict[str, str]:
         """The assignment as node name -> device name."""
