@@ -48,6 +48,8 @@ def solve(algorithm, problem, objective, time_limit):
         how = "exact" if not s.note else "exact (MILP)"
     elif s.note and "one topological order" in s.note:
         how = "split along one order; gap <= " + s.note.rsplit("at most ", 1)[-1]
+    elif s.note and "first device and one other" in s.note:
+        how = "first device + one other; gap <= " + s.note.rsplit("at most ", 1)[-1]
     else:
         how = s.note.rsplit(": ", 1)[-1] if s.note else "heuristic"
     return f"{s.solver_ms:.1f}", s.value, s.states, how
