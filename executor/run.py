@@ -78,7 +78,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         raise DnnsplitError("--address and --ray-node need --backend ray")
     if backend == "local" and fault is not None and fault.kind == "exit":
         raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend ray")
-    unknown = sorted(set(devices or {}) | set(placement or {}) - set(plan.problem.devices))
+    unknown = sorted((set(devices or {}) | set(placement or {})) - set(plan.problem.devices))
     if unknown:
         raise DnnsplitError(f"devices {unknown} are not in the plan (its devices: "
                             f"{', '.join(plan.problem.devices)})")

@@ -83,6 +83,10 @@ def test_unknown_devices_and_ray_options_on_the_local_backend_are_refused():
     plan = plan_for(model, devices=("a", "b"))
     with pytest.raises(DnnsplitError, match="not in the plan"):
         execute(model, plan, frames=2, backend="ray", placement={"nope": "edge"})
+    with pytest.raises(DnnsplitError, match=r"\['nope'\] are not in the plan"):
+        execute(model, plan, frames=2, devices={"a": "cpu:0", "nope": "cpu:0"})
+    report = execute(model, plan, frames=2, devices={"a": "cpu:0", "b": "cpu:0"})
+    assert report.outputs_match  # plan devices mapped to Keras devices are accepted
     with pytest.raises(DnnsplitError, match="need --backend ray"):
         execute(model, plan, frames=2, address="auto")
     with pytest.raises(DnnsplitError, match="process per stage"):
