@@ -50,27 +50,39 @@ def import_ray():
     return ray
 
 
-class StageWorker:
+class _Lane:
+    """What both actor bodies share: the timed events of their lane, and a liveness ping."""
+
+    def __init__(self):
+        self.events: list[tuple] = []
+
+    def recorded(self) -> list[tuple]:
+        return self.events
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class StageWorker(_Lane):
     """Actor body: one stage's compiled sub-model; ``step`` runs a frame and passes it on."""
 
     def __init__(self, stage: Stage, model_bytes: bytes, keras_device: str | None,
                  threads: int, keep: set, fault: Fault | None):
+        super().__init__()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from executor.local import compile_stage
         from executor.run import configure_worker_threads  # before the backend runs anything
-        from predictor.keras_env import compiled_model, import_keras
+        from predictor.keras_env import import_keras
 
         import_keras()
         configure_worker_threads(1, threads)
         self.device, self.input_keys = stage.device, stage.input_keys
         self.output_keys, self.keep, self.fault = stage.output_keys, keep, fault
-        self.call = compiled_model(pickle.loads(model_bytes), keras_device)
-        self.events: list[tuple] = []
+        self.run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
 
     def _run(self, values):
-        out = self.call([values[k] for k in self.input_keys])
-        out = out if isinstance(out, (list, tuple)) else [out]
         values = dict(values)
-        values.update(zip(self.output_keys, (np.asarray(o) for o in out)))
+        values.update(zip(self.output_keys, self.run([values[k] for k in self.input_keys])))
         return values
 
     def warm(self, values: dict) -> dict:
@@ -93,21 +105,15 @@ class StageWorker:
         values = {k: v for k, v in values.items() if k in self.keep}
         return values, start if started is None else started, end
 
-    def recorded(self) -> list[tuple]:
-        return self.events
 
-    def ping(self) -> int:
-        return os.getpid()
-
-
-class LinkWorker:
+class LinkWorker(_Lane):
     """Actor body: sleeps for the emulated transfer of a frame's tensors over a link."""
 
     def __init__(self, lane: str, stage: Stage | None, readers, links, output_keys=None,
                  producer=None, first_device=None):
+        super().__init__()
         self.lane, self.stage, self.readers, self.links = lane, stage, readers, links
         self.output_keys, self.producer, self.first_device = output_keys, producer, first_device
-        self.events: list[tuple] = []
 
     def step(self, frame: int, payload: tuple) -> tuple:
         values, started, end = payload
@@ -123,12 +129,6 @@ class LinkWorker:
             end = time.time()
             self.events.append((self.lane, frame, start, end))
         return values, started, end
-
-    def recorded(self) -> list[tuple]:
-        return self.events
-
-    def ping(self) -> int:
-        return os.getpid()
 
 
 def _keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:

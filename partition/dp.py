@@ -71,8 +71,7 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     plan over the first device and one other (exact 2-device DPs); otherwise (more than
     ``max_states`` live states, or longer than ``time_limit_s``) it comes from
     :func:`partition.milp.milp` with ``fallback_time_s``, ``exact`` being HiGHS's proof
-    status. With ``fallback_time_s=None`` dp raises
-    :class:`PlanError` instead.
+    status. With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
     """
     ip = problem.indexed
     if objective not in ("latency", "throughput"):
@@ -154,8 +153,7 @@ def _wide_latency(problem: Problem, order: list[int], max_states: int,
     if answer is not None and answer.value < value - 1e-9:
         value, devices, how = answer.value, list(answer.assignment), "the MILP's incumbent"
     lower = answer.lower_bound if answer is not None else None
-    bound = (f"; the optimum is at least {lower:.4g} ms, a gap of at most "
-             f"{(value - lower) / value:.1%}" if lower is not None and value > 0 else
+    bound = ("; " + _bound_note(value, lower) if lower is not None else
              "; not proven optimal over plans that use more devices")
     return Solution("dp", "latency", tuple(devices), value, elapsed(), exact=False,
                     states=explored, lower_bound=lower,
@@ -171,13 +169,17 @@ def _split_along_order(ip: IndexedProblem, search: "_PipelineSearch",
     devices, states = along.run()
     value = objective_value(evaluate_indexed(ip, devices), "throughput")
     lower = search.proven_lower
-    gap = (value - lower) / value if value > 0 else 0.0
     return Solution("dp", "throughput", tuple(devices), value, elapsed(), exact=False,
                     states=search.nodes + states, lower_bound=lower,
                     note=f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} "
                          "s): best split along one topological order (the low-frontier "
-                         f"order); the optimum is at least {lower:.4g} ms, a gap of at most "
-                         f"{gap:.1%}")
+                         "order); " + _bound_note(value, lower))
+
+
+def _bound_note(value: float, lower: float) -> str:
+    """'the optimum is at least L ms, a gap of at most G%' for an unproven answer."""
+    gap = (value - lower) / value if value > 0 else 0.0
+    return f"the optimum is at least {lower:.4g} ms, a gap of at most {gap:.1%}"
 
 
 # --- latency ----------------------------------------------------------------------------------
@@ -390,6 +392,19 @@ class _PipelineSearch:
         cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
         return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
 
+    def _count_node(self) -> None:
+        """One more search node; give up past the node budget or the deadline."""
+        self.nodes += 1
+        if self.nodes > MAX_SEARCH_NODES:
+            raise _TooWide(f"more than {MAX_SEARCH_NODES} search nodes")
+        if self.nodes & 4095 == 1:  # the first node, then every 4096
+            _check_deadline(self.deadline)
+
+    def _stage_max(self, i: int, current: float) -> float:
+        """The period so far after device i grew: its compute, its return link, links into it."""
+        return max(current, self.device_load[i], self.link_load[i][0],
+                   *(self.link_load[a][i] for a in range(i)))
+
     def _current_max(self) -> float:
         return max(max(self.device_load), max(max(row) for row in self.link_load))
 
@@ -455,11 +470,7 @@ class _PipelineSearch:
 
     def _grow(self, i: int, available: list[int], excluded: list[int], current: float,
               later_bound: float) -> None:
-        self.nodes += 1
-        if self.nodes > MAX_SEARCH_NODES:
-            raise _TooWide(f"more than {MAX_SEARCH_NODES} search nodes")
-        if self.nodes & 4095 == 1:  # the first node, then every 4096
-            _check_deadline(self.deadline)
+        self._count_node()
         if current >= self.best_value or later_bound >= self.best_value:
             return
         if not available:
@@ -468,8 +479,7 @@ class _PipelineSearch:
         v, rest = available[0], available[1:]
         # include v on device i
         undo = self._assign(v, i)
-        new_current = max(current, self.device_load[i], self.link_load[i][0],
-                          *(self.link_load[a][i] for a in range(i)))
+        new_current = self._stage_max(i, current)
         if new_current < self.best_value:
             enabled = [w for w in self.ip.succs[v] if self.missing[w] == 0]
             self._grow(i, sorted(rest + enabled), excluded, new_current, later_bound)
@@ -522,18 +532,13 @@ class _OrderSearch(_PipelineSearch):
         self._extend(i, pos, current)
 
     def _extend(self, i: int, pos: int, current: float) -> None:
-        self.nodes += 1
-        if self.nodes > MAX_SEARCH_NODES:
-            raise _TooWide(f"more than {MAX_SEARCH_NODES} search nodes")
-        if self.nodes & 4095 == 1:
-            _check_deadline(self.deadline)
+        self._count_node()
         if current >= self.best_value:
             return
         if pos < len(self.order):  # device i also takes the next node of the order
             v = self.order[pos]
             undo = self._assign(v, i)
-            new_current = max(current, self.device_load[i], self.link_load[i][0],
-                              *(self.link_load[a][i] for a in range(i)))
+            new_current = self._stage_max(i, current)
             if new_current < self.best_value:
                 self._extend(i, pos + 1, new_current)
             self._unassign(v, undo)
