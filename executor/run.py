@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,38 @@ def configure_worker_threads(workers: int, threads: int = 1) -> bool:
         return False
 
 
-def random_frames(model, n: int, seed: int = 0) -> list[list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
+class RandomFrames(Sequence):
+    """``n`` input frames drawn from a pool of at most ``distinct`` random ones (memory bounded).
+
+    A run of a million frames holds ``distinct`` inputs, not a million; frame ``i`` is pool
+    entry ``i % distinct``, so the first frames (the ones checked against the unsplit model)
+    are all different.
+
+    >>> frames = RandomFrames([(1, 4)], ["float32"], n=1000, distinct=8)
+    >>> len(frames), frames[0][0].shape, frames[8][0] is frames[0][0]
+    (1000, (1, 4), True)
+    """
+
+    def __init__(self, shapes, dtypes, n: int, distinct: int = 16, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self._pool = [[rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+                      for _ in range(max(1, min(n, distinct)))]
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._n))]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._pool[index % self._n % len(self._pool)]
+
+
+def random_frames(model, n: int, seed: int = 0) -> RandomFrames:
     shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
-    return [[rng.standard_normal(s).astype(str(t.dtype)) for s, t in zip(shapes, model.inputs)]
-            for _ in range(n)]
+    return RandomFrames(shapes, [str(t.dtype) for t in model.inputs], n, seed=seed)
 
 
 def execute(model, plan, frames: int = 50, backend: str = "local",

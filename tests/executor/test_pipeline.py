@@ -79,6 +79,20 @@ def test_every_frame_equals_the_unsplit_model(build, objective):
     np.testing.assert_allclose(np.asarray(sequential[0]), result.outputs[0][0], rtol=1e-5)
 
 
+def test_a_long_run_holds_a_bounded_pool_of_distinct_frames():
+    model = branchy_model()
+    started = time.perf_counter()
+    frames = random_frames(model, 10**9)  # would need ~3 TB if every frame were materialised
+    assert time.perf_counter() - started < 1.0
+    assert len(frames) == 10**9 and frames[0][0].shape == (1, 16, 16, 3)
+    firsts = [frames[i][0] for i in range(16)]
+    assert all(not np.array_equal(firsts[0], f) for f in firsts[1:])  # checked frames differ
+    assert frames[16][0] is frames[0][0] and frames[-1][0] is frames[10**9 - 1][0]
+    assert len(frames[:3]) == 3
+    with pytest.raises(IndexError):
+        frames[10**9]
+
+
 def test_frames_come_out_in_order_and_links_are_emulated():
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))

@@ -120,7 +120,7 @@ def saved_run(tmp_path):
 
 def _start(tmp_path, *args):
     mark = f"DNNSPLIT_TEST_{uuid.uuid4().hex}"
-    env = dict(os.environ, DNNSPLIT_TEST_MARK=mark)
+    env = dict(os.environ, DNNSPLIT_TEST_MARK=mark, PYTHONFAULTHANDLER="1")
     err = open(tmp_path / "stderr.txt", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "executor.cli", "run", str(tmp_path / "m.keras"), "--plan",
@@ -141,6 +141,18 @@ def _wait_for(path: Path, text: str, proc, seconds: float = 120) -> None:
     pytest.fail(f"{text!r} never appeared: {path.read_text(errors='replace')[-2000:]}")
 
 
+def _exit_code(proc, stderr: Path, seconds: float) -> int:
+    """The exit code, or fail with the run's stderr (a faulthandler dump of every thread)."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        time.sleep(3)
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"still running {seconds:g} s later: {stderr.read_text(errors='replace')[-6000:]}")
+
+
 def _gone(mark: str, seconds: float = 15) -> list[int]:
     deadline = time.monotonic() + seconds
     while _marked_processes(mark) and time.monotonic() < deadline:
@@ -152,10 +164,10 @@ def _gone(mark: str, seconds: float = 15) -> list[int]:
 def test_ctrl_c_stops_cleanly_and_leaves_no_process(saved_run, backend):
     tmp_path, _ = saved_run
     proc, mark = _start(tmp_path, "--frames", "1000000", "--backend", backend)
-    _wait_for(tmp_path / "stderr.txt", "frame", proc)  # the progress bar: frames are flowing
+    _wait_for(tmp_path / "stderr.txt", "pipeline:", proc)  # the progress bar: frames flow
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    code = proc.wait(timeout=30)
+    code = _exit_code(proc, tmp_path / "stderr.txt", seconds=30)
     assert time.monotonic() - sent < 15
     stderr = (tmp_path / "stderr.txt").read_text(errors="replace")
     assert code == 130, stderr[-2000:]
