@@ -30,7 +30,7 @@ def dads(problem: Problem, objective: str) -> Solution:
         raise PlanError(f"dads splits between 2 devices, got {ip.k}")
     with stopwatch() as elapsed:
         if objective == "latency":
-            devices = _min_cut(ip, weight=0.5, pipeline=False)
+            devices = min_cut_latency(ip)
             candidates = 1
         else:
             best_value, devices = float("inf"), None
@@ -43,6 +43,11 @@ def dads(problem: Problem, objective: str) -> Solution:
         value = objective_value(evaluate_indexed(ip, devices), objective)
     return Solution("dads", objective, tuple(devices), value, elapsed(),
                     exact=objective == "latency", states=candidates)
+
+
+def min_cut_latency(ip) -> list[int]:
+    """Device (0 or 1) per node of an optimal 2-device latency plan of an indexed problem."""
+    return _min_cut(ip, weight=0.5, pipeline=False)
 
 
 #: Capacities are integers in units of 1/SCALE ms: networkx's max-flow is unreliable on floats.

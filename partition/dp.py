@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 
 from partition.cost import evaluate_indexed, objective_value
 from partition.problem import IndexedProblem, PlanError, Problem
-from partition.solution import Solution, stopwatch
+from partition.solution import Solution, bound_note, stopwatch
+from partition.wide_latency import proven_by_relaxation, relaxation_bound, wide_latency
 
 #: The latency DP gives up beyond this many live states at one step (see ``max_states``).
 MAX_STATES = 2_000_000
@@ -40,16 +40,16 @@ MAX_SEARCH_NODES = 50_000_000
 #: Throughput: seconds of exact search before a graph counts as too wide for it (every
 #: keras.applications model but the NASNets is solved in well under this); the answer then
 #: is the best split along one topological order, with the lower bound the search proved.
-THROUGHPUT_EXACT_S = 1.0
+THROUGHPUT_EXACT_S = 0.5
 #: The throughput search's target period rises by this factor per pass (see ``run``).
 TARGET_GROWTH = 1.2
 
 
 #: Latency states before pruning, (k * 2^(k-1)) ** frontier, above which dp does not try.
 MAX_STATE_ESTIMATE = 10_000_000
-#: Latency, k > 2, above that estimate: seconds of exact DP, then of MILP, before the answer
-#: becomes the best plan over the first device and one other (exact 2-device DPs).
-LATENCY_WIDE_TRY_S = 1.0
+#: Latency, k > 2, above that estimate: seconds of exact DP before the graph counts as too
+#: wide and :func:`partition.wide_latency.wide_latency` answers.
+LATENCY_WIDE_TRY_S = 0.25
 #: Default time limits (seconds) of the exact search and of the MILP that answers instead.
 EXACT_TIME_LIMIT_S = 10.0
 FALLBACK_TIME_LIMIT_S = 20.0
@@ -87,15 +87,20 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                 if wide and (ip.k <= 2 or fallback_time_s is None):
                     raise _TooWide(f"frontier of {width} tensors on {ip.k} devices: up to "
                                    f"{estimate:.1e} states")
+                reason = f"frontier of {width} tensors on {ip.k} devices"
+                relaxation = relaxation_bound(ip) if wide else None
+                if wide:  # one min cut proves many wide problems (a dominant device)
+                    proven = proven_by_relaxation(ip, f"{reason}: up to {estimate:.1e} states",
+                                                  elapsed, relaxation)
+                    if proven is not None:
+                        return proven
                 try:  # a wide graph gets a short try: pruning often keeps the states few
                     devices, states = _latency(ip, order, max_states, _sooner(
                         deadline, LATENCY_WIDE_TRY_S if wide else None))
                 except _TooWide as exc:
                     if not wide:
                         raise
-                    return _wide_latency(problem, order, max_states, deadline,
-                                         f"frontier of {width} tensors on {ip.k} devices: "
-                                         f"{exc}", elapsed)
+                    return wide_latency(problem, f"{reason}: {exc}", elapsed, relaxation)
             else:
                 search = _PipelineSearch(ip, _sooner(deadline, THROUGHPUT_EXACT_S))
                 try:
@@ -119,48 +124,6 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     return Solution("dp", objective, tuple(devices), value, elapsed(), exact=True, states=states)
 
 
-def _wide_latency(problem: Problem, order: list[int], max_states: int,
-                  deadline: float | None, reason: str, elapsed) -> Solution:
-    """Latency, k > 2, on a graph too wide for the k-device DP: the MILP with a short limit
-    (it proves small problems fast), else the better of its incumbent and the best plan over
-    the first device and one other (exact 2-device DPs), with the MILP's lower bound."""
-    from partition.milp import milp
-
-    ip = problem.indexed
-    try:
-        answer = milp(problem, "latency", time_limit_s=LATENCY_WIDE_TRY_S)
-    except PlanError:  # no incumbent within the limit
-        answer = None
-    if answer is not None and answer.exact:
-        return Solution("dp", "latency", answer.assignment, answer.value, elapsed(), exact=True,
-                        states=answer.states, lower_bound=answer.value,
-                        note=f"exact dp gave up ({reason}); answered by MILP (HiGHS), proven "
-                             "optimal")
-    best, explored = None, 0
-    for other in range(1, ip.k):
-        pair = (0, other)
-        sub = replace(ip, k=2, compute=tuple(tuple(c[d] for d in pair) for c in ip.compute),
-                      transfer=tuple(tuple(tuple(t[a][b] for b in pair) for a in pair)
-                                     for t in ip.transfer))
-        devices, states = _latency(sub, order, max_states, deadline)
-        explored += states
-        devices = [pair[d] for d in devices]
-        value = objective_value(evaluate_indexed(ip, devices), "latency")
-        if best is None or value < best[0]:
-            best = (value, devices)
-    value, devices = best
-    how = "the best plan that uses the first device and one other (exact among those)"
-    if answer is not None and answer.value < value - 1e-9:
-        value, devices, how = answer.value, list(answer.assignment), "the MILP's incumbent"
-    lower = answer.lower_bound if answer is not None else None
-    bound = ("; " + _bound_note(value, lower) if lower is not None else
-             "; not proven optimal over plans that use more devices")
-    return Solution("dp", "latency", tuple(devices), value, elapsed(), exact=False,
-                    states=explored, lower_bound=lower,
-                    note=f"graph too wide for exact dp ({reason}): {how}, after "
-                         f"{LATENCY_WIDE_TRY_S:g} s of MILP" + bound)
-
-
 def _split_along_order(ip: IndexedProblem, search: "_PipelineSearch",
                        deadline: float | None, elapsed) -> Solution:
     """Throughput on a graph too wide for the exact search: the best split along the
@@ -173,13 +136,7 @@ def _split_along_order(ip: IndexedProblem, search: "_PipelineSearch",
                     states=search.nodes + states, lower_bound=lower,
                     note=f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} "
                          "s): best split along one topological order (the low-frontier "
-                         "order); " + _bound_note(value, lower))
-
-
-def _bound_note(value: float, lower: float) -> str:
-    """'the optimum is at least L ms, a gap of at most G%' for an unproven answer."""
-    gap = (value - lower) / value if value > 0 else 0.0
-    return f"the optimum is at least {lower:.4g} ms, a gap of at most {gap:.1%}"
+                         "order); " + bound_note(value, lower))
 
 
 # --- latency ----------------------------------------------------------------------------------

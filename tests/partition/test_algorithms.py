@@ -220,24 +220,30 @@ def test_a_too_wide_graph_is_split_along_one_order_and_labelled(monkeypatch, see
     assert along.value >= exact.value - 1e-9
 
 
+@pytest.mark.parametrize("milp_s", [None, 0.0])  # None: as shipped; 0: the MILP gets no time
 @pytest.mark.parametrize("seed", range(30))
-def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkeypatch, seed):
+def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkeypatch, seed,
+                                                                          milp_s):
     import itertools
 
     import partition.dp as dp_module
+    import partition.wide_latency as wide_module
 
+    if milp_s is not None:
+        monkeypatch.setattr(wide_module, "BUDGET_S", milp_s)
+        monkeypatch.setattr(wide_module, "MILP_MIN_S", milp_s)
     problem = random_problem(500 + seed, 8, 3, n_inputs=1 + seed % 2)
     exact = dp(problem, "latency")
     monkeypatch.setattr(dp_module, "MAX_STATE_ESTIMATE", 0)  # every graph is too wide
     monkeypatch.setattr(dp_module, "LATENCY_WIDE_TRY_S", 0.0)  # and the exact try gives up
     answer = dp(problem, "latency")
     assert answer.value >= exact.value - 1e-9
-    if answer.exact:  # the MILP proved it within its (here zero) time limit
-        assert close(answer.value, exact.value) and "MILP" in answer.note
+    if answer.exact:  # the relaxation bound or the MILP proved it
+        assert close(answer.value, exact.value) and close(answer.lower_bound, exact.value)
+        assert "proven optimal" in answer.note
         return
     assert "graph too wide" in answer.note
-    if answer.lower_bound is not None:
-        assert answer.lower_bound <= exact.value + 1e-6
+    assert answer.lower_bound <= exact.value + 1e-6
     ip = problem.indexed
     free = [v for v in range(ip.n) if not ip.is_input[v]]
     reference = math.inf  # every plan on devices {0, j}, enumerated
