@@ -4,7 +4,9 @@
 
 Costs are synthetic and only shape the problem (solver time is what is measured): compute
 = FLOPs / speed + 0.02 ms per node, with edge 2, mid 6 and server 20 GFLOP/s; every link
-20 Mbps with 2.5 ms one-way latency. k = 2 uses edge+server, k = 3 edge+mid+server.
+20 Mbps with 2.5 ms one-way latency. k = 2 uses edge+server, k = 3 edge+mid+server; "3u"
+is k = 3 with uneven links (edge<->mid 200 Mbps 0.5 ms, mid<->server 50 Mbps 2.5 ms,
+edge<->server 20 Mbps 2.5 ms), so that no device dominates the others.
 Writes docs/partition-speed.md (with the command, machine and date) and prints each row.
 """
 
@@ -21,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SPEED_FLOPS_PER_MS = {"edge": 2e6, "mid": 6e6, "server": 2e7}
-DEVICES = {2: ["edge", "server"], 3: ["edge", "mid", "server"]}
+DEVICES = {2: ["edge", "server"], 3: ["edge", "mid", "server"], "3u": ["edge", "mid", "server"]}
+UNEVEN_LINKS = {("edge", "mid"): (0.5, 200.0), ("mid", "server"): (2.5, 50.0),
+                ("edge", "server"): (2.5, 20.0)}
 
 
 def synthetic_problem(tg, k):
@@ -31,6 +35,9 @@ def synthetic_problem(tg, k):
     compute = {n: {d: tg.spec(n).flops / SPEED_FLOPS_PER_MS[d] + 0.02 for d in devices}
                for n in tg.nodes}
     links = {(a, b): Link(2.5, 20.0) for a in devices for b in devices if a != b}
+    if k == "3u":
+        links = {(a, b): Link(*UNEVEN_LINKS.get((a, b)) or UNEVEN_LINKS[(b, a)])
+                 for a, b in links}
     return Problem.build(tg.nodes, list(tg.graph.edges), devices, compute,
                          {n: tg.graph.nodes[n]["output_bytes"] for n in tg.nodes},
                          links, tg.input_nodes, tg.output_nodes)
@@ -45,11 +52,12 @@ def solve(algorithm, problem, objective, time_limit):
     else:
         s = algorithm(problem, objective)
     if s.exact:
-        how = "exact" if not s.note else "exact (MILP)"
+        how = ("exact" if not s.note else "exact (MILP)" if "MILP" in s.note
+               else "exact (relaxation bound)")
     elif s.note and "one topological order" in s.note:
         how = "split along one order; gap <= " + s.note.rsplit("at most ", 1)[-1]
-    elif s.note and "first device and one other" in s.note:
-        how = "first device + one other; gap <= " + s.note.rsplit("at most ", 1)[-1]
+    elif s.note and "2-device min cuts" in s.note:
+        how = "best of min cuts + MILP; gap <= " + s.note.rsplit("at most ", 1)[-1]
     else:
         how = s.note.rsplit(": ", 1)[-1] if s.note else "heuristic"
     return f"{s.solver_ms:.1f}", s.value, s.states, how
@@ -76,7 +84,7 @@ def main(argv=None):
     rows = []
     for name in models:
         tg = TaskGraph.from_keras(load_model(name))
-        for k in (2, 3):
+        for k in (2, 3, "3u"):
             problem = synthetic_problem(tg, k)
             for objective in ("latency", "throughput"):
                 row = {"model": name, "nodes": len(tg), "k": k, "objective": objective}
