@@ -88,8 +88,9 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                     raise _TooWide(f"frontier of {width} tensors on {ip.k} devices: up to "
                                    f"{estimate:.1e} states")
                 reason = f"frontier of {width} tensors on {ip.k} devices"
-                relaxation = relaxation_bound(ip) if wide else None
+                relaxation = None
                 if wide:  # one min cut proves many wide problems (a dominant device)
+                    relaxation = relaxation_bound(ip)
                     proven = proven_by_relaxation(ip, f"{reason}: up to {estimate:.1e} states",
                                                   elapsed, relaxation)
                     if proven is not None:

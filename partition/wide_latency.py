@@ -1,6 +1,7 @@
 """Latency with k > 2 devices on graphs too wide for the k-device DP (the NASNets).
 
-Three exact 2-device min cuts and, if they leave a gap, a short MILP:
+Exact 2-device min cuts (one for a relaxation, one per other device) and, if they leave a gap,
+a short MILP:
 
 1. **The merged relaxation** (a lower bound): devices 2..k become one virtual device whose
    compute for a node is the cheapest among them, reached from the first device at the
@@ -82,7 +83,7 @@ def proven_by_relaxation(ip: IndexedProblem, reason: str, elapsed,
     """
     lower, plan = relaxation
     value = _latency(ip, plan)
-    if value > lower * (1 + PROVEN_RTOL) + 1e-12:
+    if not _meets(value, lower):
         return None
     return _solution(plan, value, elapsed, True, lower, 1,
                      f"exact dp gave up ({reason}); proven optimal without search: the plan "
@@ -106,7 +107,7 @@ def wide_latency(problem: Problem, reason: str, elapsed,
                            "the best plan that uses the first device and one other"))
     value, devices, how = min(candidates, key=lambda c: c[0])
     searched = f"{len(candidates)} exact 2-device min cuts"
-    if value <= lower * (1 + PROVEN_RTOL) + 1e-12:
+    if _meets(value, lower):
         return _solution(devices, value, elapsed, True, lower, len(candidates),
                          f"exact dp gave up ({reason}); {how}, proven optimal: it equals the "
                          "lower bound of the 2-device relaxation (the other devices merged "
@@ -128,6 +129,11 @@ def wide_latency(problem: Problem, reason: str, elapsed,
     return _solution(devices, value, elapsed, False, lower, states,
                      f"graph too wide for exact dp ({reason}): {how}, after {searched} and "
                      f"{limit:.2g} s of MILP; " + bound_note(value, lower))
+
+
+def _meets(value: float, lower: float) -> bool:
+    """Whether a plan's value equals the lower bound (up to rounding): proven optimal."""
+    return value <= lower * (1 + PROVEN_RTOL) + 1e-12
 
 
 def _latency(ip: IndexedProblem, devices) -> float:
