@@ -150,7 +150,8 @@ def _exit_code(proc, stderr: Path, seconds: float) -> int:
         time.sleep(3)
         proc.kill()
         proc.wait()
-        pytest.fail(f"still running {seconds:g} s later: {stderr.read_text(errors='replace')[-6000:]}")
+        tail = stderr.read_text(errors="replace")[-6000:]
+        pytest.fail(f"still running {seconds:g} s later: {tail}")
 
 
 def _gone(mark: str, seconds: float = 15) -> list[int]:
