@@ -99,6 +99,37 @@ def models_command(
                            "seconds": round(report.seconds, 1)}))
 
 
+@app.command("corun")
+@user_errors
+def corun_command(
+    names: Optional[list[str]] = typer.Argument(
+        None, help="models (default: training models the pipeline benchmark does not use)"),
+    out: Optional[str] = typer.Option(None, help="JSON (default datasets/<profile>/corun.json)"),
+    workers: int = typer.Option(2, min=2, help="workers running at once on this machine"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
+    repeats: int = typer.Option(3, min=1, help="alone/together alternations per model"),
+    device: Optional[str] = typer.Option(None, help="Keras device, e.g. cpu:0"),
+    profile: Optional[str] = typer.Option(None, help="profile name"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Co-run slowdown of whole models while WORKERS threads run at once; saved as JSON."""
+    import sys
+
+    from collectors.collect import default_profile
+    from collectors.corun import DEFAULT_MODELS, measure_corun
+    from predictor.files import write_json_atomic
+
+    result = measure_corun(names or DEFAULT_MODELS, threads=threads, workers=workers,
+                           repeats=repeats, device=device, progress=not quiet)
+    result["command"] = "collectors " + " ".join(sys.argv[1:])
+    path = out or f"datasets/{profile or default_profile(threads, device)}/corun.json"
+    write_json_atomic(path, result)
+    for name, row in result["models"].items():
+        typer.echo(f"{name:20s} alone {row['alone_ms']:9.2f} ms  together "
+                   f"{row['together_ms']:9.2f} ms  x{row['factor']:.3f}")
+    typer.echo(f"co-run factor (median) x{result['factor']:.3f} -> {path}")
+
+
 @app.command("link-server")
 @user_errors
 def link_server_command(
@@ -166,3 +197,7 @@ def calibrate_command(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

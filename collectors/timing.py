@@ -65,8 +65,9 @@ def backend() -> str:
     return import_keras().backend.backend()
 
 
-def configure_threads(threads: int) -> None:
-    """Pin the backend's intra-op threads to ``threads`` and inter-op to 1 (call first)."""
+def configure_threads(threads: int, inter_op: int = 1) -> None:
+    """Pin the backend's intra-op threads to ``threads`` and inter-op to ``inter_op`` (call
+    first; ``inter_op`` > 1 lets that many Python threads run compiled calls at once)."""
     if threads < 1:
         raise TimingError(f"threads must be >= 1, got {threads}")
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -83,8 +84,8 @@ def configure_threads(threads: int) -> None:
     try:
         if tf.config.threading.get_intra_op_parallelism_threads() != threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+        if tf.config.threading.get_inter_op_parallelism_threads() != inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError as exc:
         raise TimingError(
             "threads must be set before TensorFlow runs its first operation: call "

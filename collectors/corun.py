@@ -1,0 +1,141 @@
+"""Co-run slowdown: how much slower a model runs while other workers on the same machine run too.
+
+Workers that are cores of one machine share its caches and memory bandwidth, so a pipeline
+whose stages run at once on one machine is slower per stage than the same stages timed one at
+a time (as the kernel benchmarks and the ground truth are). For every model, this times
+single calls of the whole model alone, then in ``workers`` threads calling it at once (each on
+``threads`` intra-op threads), alternating ``repeats`` times in the same window; the model's
+factor is the median of (mean time per call together / alone), the empty-call overhead
+subtracted from both. Means, not medians: a worker starved by the others makes few, long
+calls, which a median of the pooled calls would hide; the mean is the workers' throughput.
+``workers / factor`` is the speed-up of that many perfectly balanced workers over one.
+The profile's factor is the median over the models.
+
+>>> result = measure_corun(["MobileNet", "DenseNet121"], workers=2)   # doctest: +SKIP
+>>> result["factor"], result["models"]["MobileNet"]["factor"]         # doctest: +SKIP
+
+``collectors corun --out datasets/<profile>/corun.json`` stores it with the profile; a plan for
+devices that are cores of one machine scales their costs by it (``partition plan --co-run``).
+Measure it on training models only (``collectors/data/model_split.json``) so that pipeline
+results on the benchmark models are not fitted to themselves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import platform
+import statistics
+import threading
+import time
+from typing import Callable, Sequence
+
+from collectors.timing import (StopRule, backend, compile_forward, configure_threads,
+                               empty_call_overhead, model_inputs)
+from predictor.errors import DnnsplitError
+from predictor.keras_env import import_keras
+from predictor.model_source import load_model
+
+#: Training models (collectors/data/model_split.json) not used by benchmarks/pipeline.py.
+DEFAULT_MODELS = ("MobileNet", "ResNet50V2", "DenseNet121", "EfficientNetB0", "InceptionV3",
+                  "MobileNetV3Small", "Xception", "AlexNet", "SqueezeNet")
+OVERHEAD_RULE = StopRule(min_repeats=20, max_time_s=0.5)
+
+
+class CoRunError(DnnsplitError):
+    """The co-run measurement cannot run as asked."""
+
+
+def _calls_ms(run, inputs, seconds: float, start: threading.Barrier | None = None) -> list[float]:
+    """Per-call wall times (ms) of ``run(inputs)`` repeated for ``seconds`` (at least 3)."""
+    if start is not None:
+        start.wait()
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        run(inputs)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _together_ms(run, inputs, seconds: float, workers: int) -> float:
+    """Mean per-call time while ``workers`` threads call ``run`` at once."""
+    barrier = threading.Barrier(workers)
+    results: list[list[float]] = [[] for _ in range(workers)]
+    errors: list[BaseException] = []
+
+    def worker(i):
+        try:
+            results[i] = _calls_ms(run, inputs, seconds, barrier)
+        except BaseException as exc:  # reported below, never swallowed
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return statistics.fmean(t for times in results for t in times)
+
+
+def corun_of_call(run: Callable, inputs, workers: int = 2, repeats: int = 3,
+                  seconds: float = 1.0, overhead_ms: float = 0.0) -> dict:
+    """``{"alone_ms", "together_ms", "factor"}`` of ``run(inputs)`` (see the module doc)."""
+    _calls_ms(run, inputs, min(seconds, 0.2))  # warm up (traces, allocations)
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(max(statistics.fmean(_calls_ms(run, inputs, seconds)) - overhead_ms,
+                         1e-6))
+        together.append(max(_together_ms(run, inputs, seconds, workers) - overhead_ms, 1e-6))
+    factors = [t / a for a, t in zip(alone, together)]
+    return {"alone_ms": round(statistics.median(alone), 4),
+            "together_ms": round(statistics.median(together), 4),
+            "factor": round(statistics.median(factors), 4)}
+
+
+def corun_of_model(model, workers: int = 2, repeats: int = 3, seconds: float = 1.0,
+                   device: str | None = None) -> dict:
+    """:func:`corun_of_call` of a Keras model's compiled forward pass, empty call subtracted."""
+    inputs = model_inputs(model, device=device)
+    run = compile_forward(model, device)
+    run(inputs)  # trace before the empty call is timed
+    overhead = empty_call_overhead(inputs, device, OVERHEAD_RULE)
+    return corun_of_call(run, inputs, workers, repeats, seconds, overhead)
+
+
+def measure_corun(models: Sequence[str] = DEFAULT_MODELS, threads: int = 1, workers: int = 2,
+                  repeats: int = 3, seconds: float = 1.0, device: str | None = None,
+                  progress: bool = True) -> dict:
+    """Co-run factors of ``models`` and their median (the profile's factor), as a dict."""
+    if workers < 2:
+        raise CoRunError(f"workers must be >= 2 to run at once, got {workers}")
+    if not models:
+        raise CoRunError("give at least one model")
+    configure_threads(threads, inter_op=workers)
+    keras = import_keras()
+    per_model = {}
+    names = models
+    if progress:
+        from tqdm import tqdm
+
+        names = tqdm(models, unit="model", desc="co-run")
+    for name in names:
+        model = load_model(name)
+        per_model[name] = corun_of_model(model, workers, repeats, seconds, device)
+        del model
+        keras.backend.clear_session()
+        gc.collect()
+    return {
+        "factor": round(statistics.median(m["factor"] for m in per_model.values()), 4),
+        "about": "per-call time of a whole model while `workers` threads of the same machine "
+                 "run it at once, divided by its time alone (collectors/corun.py)",
+        "workers": workers, "threads": threads, "backend": backend(),
+        "keras_version": keras.__version__, "machine": f"{platform.node()} "
+        f"({platform.machine()}, {platform.processor() or 'cpu'})",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "models": per_model,
+    }

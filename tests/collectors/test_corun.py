@@ -1,0 +1,76 @@
+"""Co-run slowdown: workers that contend for one resource show it, workers that do not, do not."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import pytest
+
+from collectors.corun import CoRunError, corun_of_call, corun_of_model, measure_corun
+
+pytestmark = pytest.mark.usefixtures("fresh_keras_session")
+
+
+def test_workers_sharing_one_resource_are_twice_as_slow_together():
+    lock = threading.Lock()
+
+    def contended(_):
+        with lock:  # one "core" for both workers
+            time.sleep(0.004)
+
+    result = corun_of_call(contended, None, workers=2, repeats=1, seconds=0.15)
+    assert 1.6 < result["factor"] < 2.6
+    assert result["together_ms"] > result["alone_ms"] >= 3.5
+
+
+def test_independent_workers_run_at_full_speed_together():
+    result = corun_of_call(lambda _: time.sleep(0.004), None, workers=3, repeats=2,
+                           seconds=0.15, overhead_ms=1.0)
+    assert 0.8 < result["factor"] < 1.3
+    assert 2.5 <= result["alone_ms"] < 4.5  # the overhead is subtracted
+
+
+def test_a_failing_worker_is_reported_not_hung():
+    def fails_in_workers(_):
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("boom")
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="boom"):
+        corun_of_call(fails_in_workers, None, workers=2, repeats=1, seconds=0.05)
+    assert time.monotonic() - started < 5
+
+
+def test_a_keras_model_gets_a_plausible_factor():
+    model = keras.Sequential([keras.Input((32, 32, 8)), keras.layers.Conv2D(16, 3),
+                              keras.layers.ReLU()])
+    result = corun_of_model(model, workers=2, repeats=1, seconds=0.1)
+    assert result["alone_ms"] > 0 and result["together_ms"] > 0
+    assert 0.3 < result["factor"] < 5
+
+
+def test_fewer_than_two_workers_or_no_models_is_refused():
+    with pytest.raises(CoRunError, match="workers"):
+        measure_corun(["MobileNet"], workers=1)
+    with pytest.raises(CoRunError, match="model"):
+        measure_corun([], workers=2)
+
+
+def test_cli_writes_the_profile_factor_as_the_median_of_the_models(tmp_path):
+    for name, width in (("tiny", 4), ("wider", 16)):
+        keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(width, 3)],
+                         name=name).save(tmp_path / f"{name}.keras")
+    out = tmp_path / "corun.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "collectors.cli", "corun", str(tmp_path / "tiny.keras"),
+         str(tmp_path / "wider.keras"), "--repeats", "1", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(out.read_text())
+    factors = sorted(m["factor"] for m in data["models"].values())
+    assert len(factors) == 2 and data["factor"] == pytest.approx(sum(factors) / 2, abs=1e-3)
+    assert data["workers"] == 2 and data["threads"] == 1 and "corun" in data["command"]
+    assert "co-run factor" in run.stdout
