@@ -49,6 +49,9 @@ def run_command(
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
     as_json: bool = typer.Option(False, "--json"),
     timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
+    calibrate: Optional[str] = typer.Option(
+        None, help="PROFILE the plan was predicted from: time its reference probe around the "
+        "run and also give the prediction at this machine's present speed"),
     fault: Optional[str] = typer.Option(None, hidden=True,
                                         help="DEVICE:FRAME:raise|exit, to test fault handling"),
 ) -> None:
@@ -66,7 +69,8 @@ def run_command(
                      emulate_links=not no_links, threads=threads,
                      devices=parse_pairs(keras_device, "--keras-device"), address=address,
                      placement=parse_pairs(ray_node, "--ray-node"),
-                     fault=Fault.parse(fault) if fault else None, progress=not as_json)
+                     fault=Fault.parse(fault) if fault else None, progress=not as_json,
+                     calibrate=calibrate)
     if timeline:
         from executor.timeline import plot_timeline
 
@@ -74,24 +78,40 @@ def run_command(
     if as_json:
         echo_json(report.to_dict())
         return
+    print_report(report)
+
+
+def print_report(report) -> None:
+    """Measured beside predicted (and, when calibrated, beside the prediction at speed now)."""
     m, p = report.measured, report.predicted
+    now = p.get("calibrated")
 
     def diff(measured, predicted):
         return f"{(measured / predicted - 1):+.1%}" if predicted else ""
 
+    def row(label, measured, predicted, calibrated=None):
+        line = f"{label:22s} {measured:10.2f}"
+        if predicted is not None:
+            line += f" {predicted:10.2f} {diff(measured, predicted):>8s}"
+        if calibrated is not None:
+            line += f" {calibrated:10.2f} {diff(measured, calibrated):>8s}"
+        typer.echo(line)
+
     typer.echo(f"{report.frames} frames, backend {report.backend}, outputs match the unsplit "
                f"model: {report.outputs_match}")
-    typer.echo(f"{'':22s} {'measured':>10s} {'predicted':>10s} {'diff':>8s}")
-    typer.echo(f"{'throughput fps':22s} {m['throughput_fps']:10.2f} {p['throughput_fps']:10.2f} "
-               f"{diff(m['throughput_fps'], p['throughput_fps']):>8s}")
-    typer.echo(f"{'period ms':22s} {m['period_ms']:10.2f} {p['period_ms']:10.2f} "
-               f"{diff(m['period_ms'], p['period_ms']):>8s}")
-    typer.echo(f"{'latency p50 ms':22s} {m['latency_p50_ms']:10.2f} {p['latency_ms']:10.2f} "
-               f"{diff(m['latency_p50_ms'], p['latency_ms']):>8s}")
-    typer.echo(f"{'latency p95 ms':22s} {m['latency_p95_ms']:10.2f}")
+    typer.echo(f"{'':22s} {'measured':>10s} {'predicted':>10s} {'diff':>8s}"
+               + (f" {'speed now':>10s} {'diff':>8s}" if now else ""))
+    row("throughput fps", m["throughput_fps"], p["throughput_fps"],
+        now and now["throughput_fps"])
+    row("period ms", m["period_ms"], p["period_ms"], now and now["period_ms"])
+    row("latency p50 ms", m["latency_p50_ms"], p["latency_ms"], now and now["latency_ms"])
+    row("latency p95 ms", m["latency_p95_ms"], None)
     for stage in report.stages:
-        typer.echo(f"{'stage ' + stage['device']:22s} {stage['busy_ms']:10.2f} "
-                   f"{stage['predicted_ms']:10.2f} {diff(stage['busy_ms'], stage['predicted_ms']):>8s}")
+        row("stage " + stage["device"], stage["busy_ms"], stage["predicted_ms"],
+            stage.get("calibrated_ms"))
+    if now:
+        typer.echo(f"speed now: reference probe {now['probe_ms']:.2f} ms vs the profile's "
+                   f"{now['profile_probe_ms']:.2f} ms (x{now['speed_factor']:.3f})")
 
 
 def parse_pairs(items: list[str], option: str) -> dict[str, str]:

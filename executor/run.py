@@ -15,6 +15,7 @@ import numpy as np
 from executor.local import run_pipeline
 from executor.pipeline import Fault, RunResult
 from executor.stages import build_stages, model_input_keys
+from partition.cost import evaluate, scale_compute
 from predictor.errors import DnnsplitError
 from predictor.keras_env import import_keras
 from predictor.model_graph import TaskGraph
@@ -92,11 +93,17 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             devices: dict[str, str] | None = None, check_frames: int = 3,
             emulate_links: bool = True, seed: int = 0, threads: int = 1,
             address: str | None = None, placement: dict[str, str] | None = None,
-            fault: Fault | None = None, progress: bool = False) -> ExecutionReport:
+            fault: Fault | None = None, progress: bool = False,
+            calibrate: str | None = None) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
     ``placement`` are for the Ray backend (see :mod:`executor.ray_backend`).
+    ``calibrate`` names the device profile the plan's costs were predicted from: the
+    reference probe is timed on this machine just before and after the run, and the plan's
+    prediction is also given at the machine's present speed (``predicted["calibrated"]``: every
+    compute time x probe now / the profile's probe; links unchanged). Meant for workers on
+    this machine, timed with the profile's thread count.
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
@@ -118,6 +125,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
              for pair, link in problem.links.items()} if emulate_links else None
     common = dict(links=links, first_device=problem.devices[0], devices=devices,
                   keep_outputs=check_frames, fault=fault, progress=progress)
+    probe = _ProbeWindow(calibrate) if calibrate else None
     if backend == "ray":
         from executor.ray_backend import run_pipeline_ray
 
@@ -127,6 +135,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     else:
         result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
                               **common)
+    speed = probe.factor() if probe else None
     matches = True
     for arrays, outputs in zip(data[:check_frames], result.outputs):
         reference = model(arrays if len(arrays) > 1 else arrays[0], training=False)
@@ -140,12 +149,40 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                    "predicted_ms": predicted.device_ms[index[s.device]]} for s in stages]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
+    predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,
+                                     "period_ms": predicted.period_ms,
+                                     "latency_ms": predicted.latency_ms}
+    if speed is not None:
+        now = evaluate(scale_compute(problem, speed), plan.assignment)
+        predicted_row["calibrated"] = {
+            "speed_factor": speed, "probe_ms": probe.probe_ms, "profile_probe_ms": probe.reference,
+            "throughput_fps": now.throughput_fps, "period_ms": now.period_ms,
+            "latency_ms": now.latency_ms}
+        for row in stage_rows:
+            row["calibrated_ms"] = now.device_ms[index[row["device"]]]
     return ExecutionReport(
         frames=frames, backend=backend, outputs_match=bool(matches),
         measured={"throughput_fps": result.throughput_fps, "period_ms": result.period_ms,
                   "latency_p50_ms": float(np.percentile(result.latencies_ms, 50)),
                   "latency_p95_ms": float(np.percentile(result.latencies_ms, 95)),
                   "link_ms": result.link_ms},
-        predicted={"throughput_fps": predicted.throughput_fps, "period_ms": predicted.period_ms,
-                   "latency_ms": predicted.latency_ms},
-        stages=stage_rows, links=link_rows, run=result)
+        predicted=predicted_row, stages=stage_rows, links=link_rows, run=result)
+
+
+class _ProbeWindow:
+    """The reference probe timed before a run (on creation) and after it (:meth:`factor`)."""
+
+    def __init__(self, profile: str):
+        from collectors.calibrate import profile_probe_ms
+        from collectors.probe import Probe
+        from predictor.bundle import profile_dir
+
+        self.reference = profile_probe_ms(profile_dir(profile))
+        self._probe = Probe()
+        self._before = self._probe.time_ms()
+        self.probe_ms = self._before
+
+    def factor(self) -> float:
+        """Present speed vs the profile: mean probe time around the run / the profile's."""
+        self.probe_ms = (self._before + self._probe.time_ms()) / 2
+        return self.probe_ms / self.reference

@@ -9,7 +9,7 @@ against it, and ``partition plan`` output is recomputed with it in the tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from partition.problem import IndexedProblem, PlanError, Problem
@@ -49,6 +49,19 @@ def evaluate(problem: Problem, assignment: Mapping[str, str]) -> Predicted:
             raise PlanError(f"input node {node!r} must be on the first device "
                             f"{problem.devices[0]!r}, not {assignment[node]!r}")
     return evaluate_indexed(problem.indexed, devices)
+
+
+def scale_compute(problem: Problem, factor: float) -> Problem:
+    """The same problem with every compute time multiplied by ``factor`` (links unchanged).
+
+    E.g. a plan's prediction at the machine's present speed: ``factor`` = the reference probe
+    timed now / the profile's (``collectors calibrate``).
+    """
+    if not factor > 0:
+        raise PlanError(f"a compute scale factor must be > 0, got {factor!r}")
+    compute = {n: {d: ms * factor for d, ms in row.items()}
+               for n, row in problem.compute_ms.items()}
+    return replace(problem, compute_ms=compute)
 
 
 def destinations(ip: IndexedProblem, devices: Sequence[int], u: int) -> set[int]:

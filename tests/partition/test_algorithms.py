@@ -256,3 +256,22 @@ def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkey
     assert answer.value <= reference + 1e-9  # never worse than the best 2-device plan
     if "first device and one other" in answer.note:
         assert close(answer.value, reference)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scaling_compute_scales_device_times_and_leaves_links_alone(seed):
+    from partition.cost import scale_compute
+
+    problem = random_problem(seed, n=8, k=3)
+    rng = __import__("random").Random(seed)
+    assignment = {n: problem.devices[0] if n in problem.input_nodes else
+                  rng.choice(problem.devices) for n in problem.nodes}
+    base = evaluate(problem, assignment)
+    scaled = evaluate(scale_compute(problem, 1.5), assignment)
+    assert scaled.device_ms == pytest.approx([1.5 * ms for ms in base.device_ms])
+    assert scaled.link_ms == pytest.approx(base.link_ms)
+    compute = sum(base.device_ms)
+    assert scaled.latency_ms == pytest.approx(base.latency_ms + 0.5 * compute)
+    assert evaluate(problem, assignment) == base  # the original is untouched
+    with pytest.raises(PlanError, match="> 0"):
+        scale_compute(problem, 0.0)
