@@ -3,9 +3,11 @@
 Each stage runs on its own thread under its Keras device scope, compiled once
 (``tf.function`` / ``jax.jit``), and hands NumPy arrays on through bounded queues, so frames
 stay in order and a slow stage holds the ones before it back (backpressure). Between
-consecutive stages a link thread sleeps for the time the plan's links would take to carry the
+consecutive stages a link thread holds each frame until the plan's links would have carried the
 tensors the earlier stage produced for later stages (``latency + bytes*8/mbps`` per
-destination device); outputs produced off the first device are sent back over their link.
+destination device, one transfer at a time from when the stage finished:
+:class:`~executor.pipeline.SerialLink`); outputs produced off the first device are sent back
+over their link (the frame is done when they would arrive).
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
 not counted). A stage that raises stops the whole run within a second, with an error naming
@@ -22,8 +24,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               consumers, progress_bar, return_s, send_s, stage_error,
-                               summarise)
+                               SerialLink, consumers, progress_bar, return_s, send_s,
+                               stage_error, summarise)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
 
@@ -118,25 +120,27 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
         return body
 
     def stage_step(i, stage):
-        def process(frame, values, started):
+        def process(frame, values, started, ready):
             start = time.perf_counter()
             if fault is not None:
                 fault.trigger(stage.device, frame)
             outputs = compiled[i]([values[k] for k in stage.input_keys])
             values = dict(values)
             values.update(zip(stage.output_keys, outputs))
-            record(stage.device, frame, start, time.perf_counter())
-            return frame, values, start if started is None else started
+            end = time.perf_counter()
+            record(stage.device, frame, start, end)
+            return frame, values, start if started is None else started, end
         return process
 
     def link_step(stage):
-        def process(frame, values, started):
+        link = SerialLink()
+
+        def process(frame, values, started, ready):
             seconds = send_s(stage, values, readers, links)
             if seconds:
-                start = time.perf_counter()
-                time.sleep(seconds)
-                record(f"{stage.device}->next", frame, start, time.perf_counter())
-            return frame, values, started
+                start, ready = link.carry(ready, seconds)
+                record(f"{stage.device}->next", frame, start, ready)
+            return frame, values, started, ready
         return process
 
     for i, stage in enumerate(stages):
@@ -153,13 +157,14 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
         thread.start()
 
     results: dict[int, tuple[list, float, float]] = {}
+    back = SerialLink()  # the return of outputs to the first device
     feeder_error = None
     deadline = time.monotonic() + timeout_s
     bar = progress_bar(len(frames), progress)
     try:
         def feed():
             for index, arrays in enumerate(frames):
-                put(queues[0], (index, dict(zip(input_keys, arrays)), None))
+                put(queues[0], (index, dict(zip(input_keys, arrays)), None, None))
             put(queues[0], _DONE)
 
         feeder = guarded("input", feed)
@@ -178,15 +183,15 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
                 continue
             if item is _DONE:
                 break
-            frame, values, started = item
+            frame, values, started, ready = item
             outputs = [values[k] for k in output_keys]
+            done = time.perf_counter()
             if links and first_device is not None:
                 returned = return_s(outputs, output_keys, producer, first_device, links)
                 if returned:
-                    start = time.perf_counter()
-                    time.sleep(returned)
-                    record("return", frame, start, time.perf_counter())
-            done = time.perf_counter()
+                    start, arrival = back.carry(ready, returned, wait=False)
+                    record("return", frame, start, arrival)
+                    done = max(done, arrival)
             results[frame] = (outputs if frame < keep_outputs else [], started, done)
             if bar is not None:
                 bar.update(1)

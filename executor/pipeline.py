@@ -9,8 +9,9 @@ period, throughput, latencies and mean busy time per lane, the same way for ever
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +52,34 @@ class RunResult:
 def transfer_s(nbytes: int, link: Mapping[str, float]) -> float:
     """Seconds a link ``{"latency_ms", "mbps"}`` takes to carry ``nbytes``."""
     return (link["latency_ms"] + nbytes * 8 / (link["mbps"] * 1000)) / 1000
+
+
+class SerialLink:
+    """A link that carries one transfer at a time, emulated by arithmetic.
+
+    A transfer of ``seconds`` that is ready at ``ready`` (when its sender finished, on
+    ``clock``) starts when the link is free and arrives ``seconds`` later. Computing this from
+    the sender's finish time, instead of sleeping ``seconds`` whenever the receiver gets round
+    to it, keeps the emulation exact under scheduling delays: a late wake-up is not added to
+    every later frame, and a transfer overlaps the receiver's work on earlier frames.
+
+    >>> link = SerialLink(clock=lambda: 0.0)
+    >>> link.carry(1.0, 0.5, wait=False), link.carry(1.2, 0.5, wait=False)
+    ((1.0, 1.5), (1.5, 2.0))
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.free = float("-inf")
+
+    def carry(self, ready: float, seconds: float, wait: bool = True) -> tuple[float, float]:
+        """``(start, arrival)`` of the next transfer; with ``wait``, sleep until its arrival."""
+        start = max(ready, self.free)
+        self.free = arrival = start + seconds
+        remaining = arrival - self.clock()
+        if wait and remaining > 0:
+            time.sleep(remaining)
+        return start, arrival
 
 
 def consumers(stages: Sequence[Stage]) -> dict[Key, set[str]]:

@@ -169,3 +169,48 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def test_a_serial_link_carries_one_transfer_at_a_time_from_when_the_sender_finished():
+    from executor.pipeline import SerialLink
+
+    link = SerialLink()
+    now = time.perf_counter()
+    assert link.carry(now - 1.0, 0.2, wait=False) == pytest.approx((now - 1.0, now - 0.8))
+    # ready while the link is still busy: starts when it is free
+    start, end = link.carry(now - 0.9, 0.3, wait=False)
+    assert (start, end) == pytest.approx((now - 0.8, now - 0.5))
+    # an arrival already past costs no waiting; a future one is waited for
+    t0 = time.perf_counter()
+    link.carry(now - 0.6, 0.01)
+    assert time.perf_counter() - t0 < 0.005
+    t0 = time.perf_counter()
+    start, end = link.carry(time.perf_counter(), 0.05)
+    assert time.perf_counter() >= end and time.perf_counter() - t0 >= 0.049
+
+
+def test_execute_calibrated_scales_the_prediction_by_the_probe_timed_now(tmp_path):
+    from collectors.calibrate import profile_probe_ms
+    from predictor.bundle import profile_dir
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    report = execute(model, plan, frames=4, calibrate="cpu-1t-tensorflow")
+    now = report.predicted["calibrated"]
+    reference = profile_probe_ms(profile_dir("cpu-1t-tensorflow"))
+    assert now["profile_probe_ms"] == pytest.approx(reference)
+    assert now["speed_factor"] == pytest.approx(now["probe_ms"] / reference)
+    assert 0.2 < now["speed_factor"] < 5  # the probe really ran on this machine
+    for stage in report.stages:
+        assert stage["calibrated_ms"] == pytest.approx(stage["predicted_ms"] * now["speed_factor"])
+    assert now["latency_ms"] > 0 and now["period_ms"] > 0
+    path = tmp_path / "branchy.keras"
+    model.save(path)
+    plan.save(tmp_path / "plan.json")
+    result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
+                                      "--frames", "3", "--calibrate", "cpu-1t-tensorflow"])
+    assert result.exit_code == 0, result.output
+    assert "speed now: reference probe" in result.stdout
+    bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
+                                   "--frames", "3", "--calibrate", "no-such-profile"])
+    assert bad.exit_code != 0 and "unknown device profile" in bad.output

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from executor.pipeline import ExecutorError, Fault
+from executor.ray_backend import start_ray
 from executor.run import execute, random_frames
 from executor.stages import build_stages, model_input_keys
 from predictor.errors import DnnsplitError
@@ -26,9 +27,7 @@ pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray instance for the in-process tests (each run joins it)."""
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"KERAS_BACKEND": os.environ.get("KERAS_BACKEND",
-                                                                       "tensorflow")}})
+    start_ray(num_cpus=4)
     yield
     ray.shutdown()
 
