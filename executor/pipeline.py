@@ -47,6 +47,7 @@ class RunResult:
     busy_ms: dict[str, float]  # mean per frame, per stage device
     link_ms: dict[str, float]  # mean per frame, per link lane
     events: list[Event] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)  # stage device -> Ray node id (ray)
 
 
 def transfer_s(nbytes: int, link: Mapping[str, float]) -> float:

@@ -52,20 +52,7 @@ def import_ray():
     return ray
 
 
-class _Lane:
-    """What both actor bodies share: the timed events of their lane, and a liveness ping."""
-
-    def __init__(self):
-        self.events: list[tuple] = []
-
-    def recorded(self) -> list[tuple]:
-        return self.events
-
-    def ping(self) -> int:
-        return os.getpid()
-
-
-class StageWorker(_Lane):
+class StageWorker:
     """Actor body: one stage's compiled sub-model; ``step`` runs a frame and passes it on.
 
     ``upstream`` (the stage before, without its model) with ``readers`` and ``links``: the
@@ -75,7 +62,7 @@ class StageWorker(_Lane):
     def __init__(self, stage: Stage, model_bytes: bytes, keras_device: str | None,
                  threads: int, keep: set, fault: Fault | None, upstream: Stage | None = None,
                  readers=None, links=None):
-        super().__init__()
+        self.events: list[tuple] = []
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from executor.local import compile_stage
         from executor.run import configure_worker_threads  # before the backend runs anything
@@ -88,6 +75,16 @@ class StageWorker(_Lane):
         self.upstream, self.readers, self.links = upstream, readers, links
         self.link = SerialLink(clock=time.time)
         self.run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
+
+    def recorded(self) -> list[tuple]:
+        """The timed events of this stage (and of the link into it)."""
+        return self.events
+
+    def ping(self) -> str:
+        """Alive? Answers with the Ray node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def _run(self, values):
         values = dict(values)
@@ -213,7 +210,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
             upstream, readers, links)))
         upstream = light
     back = SerialLink(clock=time.time)  # the return of outputs to the first device
-    _wait_started(ray, actors, placement)
+    nodes = _wait_started(ray, actors, placement)
     values = dict(zip(input_keys, frames[0]))
     for _, actor in actors:
         values = _get(ray, actors, actor.warm.remote(values), timeout_s)
@@ -253,15 +250,17 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
             bar.close()
     events = returns + [Event(*e) for _, a in actors
                         for e in _get(ray, actors, a.recorded.remote(), 60.0)]
-    return summarise(stages, len(frames), results, events)
+    result = summarise(stages, len(frames), results, events)
+    result.nodes = nodes
+    return result
 
 
-def _wait_started(ray, actors, placement) -> None:
-    """Wait until every actor is up, or say which could not be placed."""
+def _wait_started(ray, actors, placement) -> dict[str, str]:
+    """Wait until every actor is up (-> stage device: Ray node id), or say which could not be
+    placed."""
     pings = {actor[1].ping.remote(): actor[0] for actor in actors}
     ready, waiting = ray.wait(list(pings), num_returns=len(pings), timeout=START_TIMEOUT_S)
-    for ref in ready:
-        _get(ray, actors, ref, 1.0)
+    nodes = {pings[ref]: _get(ray, actors, ref, 1.0) for ref in ready}
     if waiting:
         names = sorted({pings[r] for r in waiting})
         wanted = {n: placement[n] for n in names if n in placement}
@@ -269,6 +268,7 @@ def _wait_started(ray, actors, placement) -> None:
             f"the Ray workers for {names} did not start within {START_TIMEOUT_S:g} s: the "
             "cluster has no free node with the CPUs/GPUs they ask for"
             + (f" or with the resources {wanted}" if wanted else ""))
+    return nodes
 
 
 def _get(ray, actors, ref, timeout: float):

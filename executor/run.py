@@ -147,6 +147,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     stage_rows = [{"device": s.device, "nodes": len(s.nodes),
                    "busy_ms": result.busy_ms.get(s.device, 0.0),
                    "predicted_ms": predicted.device_ms[index[s.device]]} for s in stages]
+    for row in stage_rows:
+        if row["device"] in result.nodes:
+            row["ray_node"] = result.nodes[row["device"]]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
     predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,
