@@ -8,7 +8,9 @@ costs and a fast link (10 Gbps, no latency), run by the executor; and the same
 model on one worker (everything on w1), on the same backend (``--backend ray``: one Ray
 actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
 pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs
-match. Writes
+match. In the same window it measures the co-run ceiling: the model's per-call time
+while two threads run it at once vs alone (``collectors/corun.py``); 2 / that factor is the
+speed-up of two perfectly balanced, overhead-free workers on this machine. Writes
 docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-ray*`` for Ray), with
 command, machine and date.
 """
@@ -38,6 +40,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
+    from collectors.corun import corun_of_model
     from executor.run import configure_worker_threads, execute
 
     configure_worker_threads(2, 1)
@@ -46,18 +49,16 @@ def main(argv=None):
     from partition.plan import Plan
     from partition.planner import make_plans
     from partition.problem import Link
-    from predictor.files import write_text_atomic
+    from predictor.files import write_json_atomic, write_text_atomic
     from predictor.keras_env import import_keras
     from predictor.model_graph import TaskGraph
     from predictor.model_source import load_model
 
     keras = import_keras()
     if args.backend == "ray":  # one Ray instance for all runs (each run would start its own)
-        import ray
+        from executor.ray_backend import start_ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"KERAS_BACKEND": keras.backend.backend(),
-                                           "TF_CPP_MIN_LOG_LEVEL": "3"}})
+        start_ray(num_cpus=2)
     out = Path(args.out)
     rows = []
     for name in args.models:
@@ -69,11 +70,14 @@ def main(argv=None):
         plan = make_plans(problem, "throughput", ["dp"])[0]
         single = Plan.from_solution(problem, _all_on_first(problem))
         frames = args.frames or max(30, int(4000 / plan.predicted.period_ms))
-        runs = []
-        for _ in range(args.repeats):  # alternate, so both see the same machine speed
-            one = execute(model, single, frames=frames, backend=args.backend)
-            two = execute(model, plan, frames=frames, backend=args.backend)
+        runs, ceilings = [], []
+        for _ in range(args.repeats):  # alternate, so all see the same machine speed
+            one = execute(model, single, frames=frames, backend=args.backend,
+                          calibrate=args.profile)
+            two = execute(model, plan, frames=frames, backend=args.backend,
+                          calibrate=args.profile)
             runs.append((one, two))
+            ceilings.append(2 / corun_of_model(model, workers=2, repeats=1)["factor"])
         speedups = sorted(t.measured["throughput_fps"] / o.measured["throughput_fps"]
                           for o, t in runs)
         one, two = sorted(runs, key=lambda r: r[1].measured["throughput_fps"] /
@@ -84,9 +88,14 @@ def main(argv=None):
                                                 for s in plan.stages),
             "frames": frames,
             "single_fps": one.measured["throughput_fps"],
+            "single_diff": one.measured["period_ms"] / one.predicted["calibrated"]["period_ms"] - 1,
             "pipe_fps": two.measured["throughput_fps"],
             "speedup": speedups[len(speedups) // 2], "speedup_range": (speedups[0], speedups[-1]),
+            "ceiling": sorted(ceilings)[len(ceilings) // 2],
             "period_ms": two.measured["period_ms"], "pred_period_ms": two.predicted["period_ms"],
+            "now_period_ms": two.predicted["calibrated"]["period_ms"],
+            "busy": " / ".join(f"{s['busy_ms']:.1f} ({s['calibrated_ms']:.1f})"
+                               for s in two.stages),
             "lat_p50": two.measured["latency_p50_ms"], "lat_p95": two.measured["latency_p95_ms"],
             "single_lat_p50": one.measured["latency_p50_ms"],
             "match": all(o.outputs_match and t.outputs_match for o, t in runs),
@@ -108,28 +117,64 @@ def main(argv=None):
         + ". Every stage is compiled and run once before timing. Period = median time "
         "between consecutive frames leaving the pipeline. Single and pipelined runs alternate "
         f"{args.repeats} times; the row is the run with the median speed-up, the range is "
-        "over all runs (the machine drifts by up to 1.4x within minutes).",
+        "over all runs (the machine drifts by up to 1.4x within minutes). Co-run ceiling = 2 / "
+        "(per-call time of the whole model while two threads run it at once / alone), median "
+        "of one measurement after each pair of runs: no 2-worker pipeline of this model can "
+        "beat it on this machine (the two cores share caches and memory bandwidth). Predicted "
+        "at speed now: the plan's period with every compute time scaled by the reference "
+        "probe timed just before and after the pipelined run / the profile's probe "
+        "(`executor run --calibrate`). Stage busy = mean time per frame in each stage's "
+        "compiled call, with the plan's stage time at speed now in brackets. The single "
+        "worker's time per frame is compared with the whole model's prediction at speed now "
+        "the same way: what of a pipeline's error is the predictor's (and drift the probe did "
+        "not follow) rather than the pipeline's.",
         "",
         *(["On this 2-core machine the two worker processes share the cores with Ray's own "
-           "processes (driver, raylet, GCS, link actors): each frame costs several actor "
-           "calls, so Ray is slower than threads here; it is the backend for stages on "
-           "different machines.", ""] if args.backend == "ray" else []),
-        "| model | stages | frames | single FPS | pipelined FPS | speed-up (range) | "
-        "period ms measured | period ms predicted | diff | latency p50 / p95 ms (single p50) "
-        "| outputs match |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+           "processes (driver, raylet, GCS): each frame costs an actor call per stage and "
+           "object-store traffic, so Ray is slower than threads here; it is the backend for "
+           "stages on different machines.", ""] if args.backend == "ray" else []),
+        "| model | stages | frames | single FPS (vs predicted now) | pipelined FPS | "
+        "speed-up (range) | "
+        "co-run ceiling | period ms measured | period ms predicted | diff | predicted at speed "
+        "now | diff | stage busy ms (predicted now) | latency p50 / p95 ms (single p50) | "
+        "outputs match |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['stages']} | {r['frames']} | {r['single_fps']:.2f} | "
+            f"| {r['model']} | {r['stages']} | {r['frames']} | {r['single_fps']:.2f} "
+            f"({r['single_diff']:+.1%} time) | "
             f"{r['pipe_fps']:.2f} | {r['speedup']:.2f}x ({r['speedup_range'][0]:.2f}–"
-            f"{r['speedup_range'][1]:.2f}) | {r['period_ms']:.1f} | {r['pred_period_ms']:.1f} | "
-            f"{r['period_ms'] / r['pred_period_ms'] - 1:+.1%} | {r['lat_p50']:.1f} / "
+            f"{r['speedup_range'][1]:.2f}) | {r['ceiling']:.2f}x | {r['period_ms']:.1f} | "
+            f"{r['pred_period_ms']:.1f} | "
+            f"{r['period_ms'] / r['pred_period_ms'] - 1:+.1%} | {r['now_period_ms']:.1f} | "
+            f"{r['period_ms'] / r['now_period_ms'] - 1:+.1%} | {r['busy']} | {r['lat_p50']:.1f} / "
             f"{r['lat_p95']:.1f} ({r['single_lat_p50']:.1f}) | {r['match']} |")
+    lines += _breakdown(rows)
     lines += ["", "Timelines of the first frames: " + ", ".join(
         f"[{r['model']}]({tag}-{r['model']}.png)" for r in rows)]
     write_text_atomic(out / f"{tag}.md", "\n".join(lines) + "\n")
-    print(f"wrote {out / f'{tag}.md'}")
+    write_json_atomic(out / f"{tag}.json", {"command": "python benchmarks/pipeline.py "
+                                            + " ".join(argv or sys.argv[1:]), "rows": rows})
+    print(f"wrote {out / f'{tag}.md'} and {tag}.json")
+
+
+def _breakdown(rows) -> list[str]:
+    """The period's error at speed now as a product of three measured factors."""
+    lines = [
+        "", "## Where the measured period departs from the plan", "",
+        "measured / predicted-at-speed-now = (single worker: measured / predicted at speed "
+        "now: the predictor's error and drift the probe did not follow) x (co-run: 2 / "
+        "ceiling) x (the rest: the pipeline's own cost: stage imbalance, hand-offs between "
+        "threads or processes). Efficiency = speed-up / co-run ceiling.", "",
+        "| model | period measured / predicted now | single worker | co-run | the rest | "
+        "efficiency |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        total = r["period_ms"] / r["now_period_ms"]
+        single, corun = 1 + r["single_diff"], 2 / r["ceiling"]
+        lines.append(f"| {r['model']} | {total:.3f} | {single:.3f} | {corun:.3f} | "
+                     f"{total / (single * corun):.3f} | {r['speedup'] / r['ceiling']:.0%} |")
+    return lines
 
 
 def _workers(backend: str) -> str:
