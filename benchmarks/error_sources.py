@@ -83,7 +83,7 @@ def main(argv=None):
                     timed[config.key] = measure(compile_forward(sub), inputs, overhead,
                                                 rule).median_ms
                 except KernelError:
-                    timed[config.key] = None  # e.g. an Add with a constant operand
+                    timed[config.key] = None  # a kernel that cannot be built on its own
             kernel_entries.append((kernel, timed[config.key]))
         after = probe.time_ms()
         probe_now = (before + after) / 2

@@ -24,6 +24,12 @@ from predictor.keras_env import import_keras
 
 #: Config fields never passed back to a layer constructor.
 _DROP = {"name", "trainable", "dtype"}
+#: Merge layers that a model can also call with a constant operand (MobileNetV3's hard
+#: sigmoid: ``x + 3``, ``x * (1/6)``), and the op that does it.
+_CONSTANT_MERGES = {"Add": "add", "Multiply": "multiply", "Subtract": "subtract"}
+#: The constant of such a kernel (its value does not change the cost; 0 or 1 could be
+#: optimised away by the graph compiler).
+_CONSTANT = 0.5
 
 
 class KernelError(DnnsplitError):
@@ -81,6 +87,10 @@ class KernelConfig:
         x = inputs[0] if len(inputs) == 1 else inputs
         try:
             for layer_type, cfg in self.layers:
+                if layer_type in _CONSTANT_MERGES and not isinstance(x, list):
+                    # one tensor input: the other operand was a constant in the model
+                    x = getattr(keras.ops, _CONSTANT_MERGES[layer_type])(x, _CONSTANT)
+                    continue
                 cls = getattr(keras.layers, layer_type, None)
                 if cls is None:
                     raise KernelError(f"{layer_type} is not a keras.layers class: cannot be "
@@ -95,7 +105,7 @@ class KernelConfig:
         """Spec columns of the kernel (see :func:`predictor.fusion.kernel_record`)."""
         model = model or self.build()
         batch = self.input_shapes[0][0]
-        layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+        layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]
         return kernel_record([LayerSpec.from_layer(layer, batch_size=batch)
                               for layer in layers])
 

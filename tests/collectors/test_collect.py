@@ -206,3 +206,27 @@ def test_background_load_starts_is_observed_and_always_stops():
     assert not any(_alive(p) for p in pids)
     with BackgroundLoad(0.0) as load:
         assert load.pids == [] and load.observed() == 0.0
+
+
+def test_a_merge_with_a_constant_operand_is_built_as_that_op_with_the_same_record():
+    """MobileNetV3's hard sigmoid (``x + 3`` then ReLU6, ``* (1/6)``): one tensor input."""
+    import keras
+    import numpy as np
+
+    from predictor.fusion import find_kernels, kernel_record
+    from predictor.model_graph import TaskGraph
+
+    x = keras.Input((1, 1, 16))
+    y = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    tg = TaskGraph.from_keras(keras.Model(x, keras.layers.Multiply()([x, y])))
+    constant = [k for k in find_kernels(tg)
+                if len(tg.spec(k.nodes[0]).input_shapes) == 1
+                and tg.graph.nodes[k.nodes[0]]["layer_type"] in ("ops.Add", "ops.Multiply")]
+    assert len(constant) == 2  # x + 3 (fused with the ReLU) and * (1/6)
+    for kernel in constant:
+        specs = [tg.spec(n) for n in kernel.nodes]
+        config = KernelConfig.from_specs(specs)
+        model = config.build()
+        assert config.record(model) == kernel_record(specs)
+        ones = np.ones(config.input_shapes[0], "float32")
+        assert not np.allclose(np.asarray(model(ones)), ones)  # the constant is applied
