@@ -49,6 +49,9 @@ def run_command(
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
     as_json: bool = typer.Option(False, "--json"),
     timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
+    in_flight: Optional[int] = typer.Option(
+        None, "--in-flight", min=1, help="frames inside the pipeline at once (default: stages "
+        "+ 1); more can smooth jittery stages at the cost of every frame's latency"),
     calibrate: Optional[str] = typer.Option(
         None, help="PROFILE the plan was predicted from: time its reference probe around the "
         "run and also give the prediction at this machine's present speed"),
@@ -70,7 +73,7 @@ def run_command(
                      devices=parse_pairs(keras_device, "--keras-device"), address=address,
                      placement=parse_pairs(ray_node, "--ray-node"),
                      fault=Fault.parse(fault) if fault else None, progress=not as_json,
-                     calibrate=calibrate)
+                     calibrate=calibrate, in_flight=in_flight)
     if timeline:
         from executor.timeline import plot_timeline
 

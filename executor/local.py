@@ -57,11 +57,16 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
                  first_device: str | None = None,
                  devices: Mapping[str, str] | None = None, queue_size: int = 2,
                  keep_outputs: int = 3, timeout_s: float = 600.0, fault: Fault | None = None,
-                 progress: bool = False) -> RunResult:
+                 progress: bool = False, in_flight: int | None = None) -> RunResult:
     """Push ``frames`` through ``stages`` pipelined; see the module docstring.
 
     ``links`` maps (from device, to device) to ``{"latency_ms", "mbps"}`` (None: no emulation);
     ``devices`` maps a stage device name to a Keras device (e.g. ``"cpu:0"``).
+    ``in_flight`` caps the frames inside the pipeline (default: one per stage, plus one):
+    enough to keep every stage busy, few enough that a frame does not queue behind many
+    others (queued frames add to every frame's latency, not to the throughput). Measured on
+    ResNet50 in two stages: p50 latency 259 ms without a cap (queues of 2), 135-140 ms
+    with the default, same period within the machine's noise.
     """
     devices = devices or {}
     stop = threading.Event()
@@ -152,6 +157,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             lanes.append((f"{stage.device}->", lane(queues[-1], q_link_out, link_step(stage))))
             queues.append(q_link_out)
     q_final = queues[-1]
+    slots = threading.Semaphore(in_flight or len(stages) + 1)
     threads = [guarded(name, body) for name, body in lanes]
     for thread in threads:
         thread.start()
@@ -164,6 +170,9 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     try:
         def feed():
             for index, arrays in enumerate(frames):
+                while not slots.acquire(timeout=POLL_S):
+                    if stop.is_set():
+                        raise _Stop
                 put(queues[0], (index, dict(zip(input_keys, arrays)), None, None))
             put(queues[0], _DONE)
 
@@ -193,6 +202,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
                     record("return", frame, start, arrival)
                     done = max(done, arrival)
             results[frame] = (outputs if frame < keep_outputs else [], started, done)
+            slots.release()
             if bar is not None:
                 bar.update(1)
     except KeyboardInterrupt:

@@ -215,7 +215,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
     for _, actor in actors:
         values = _get(ray, actors, actor.warm.remote(values), timeout_s)
 
-    window = window or 3 * len(actors)
+    window = window or len(actors) + 1  # as the local backend's in_flight (see there)
     returns: list[Event] = []
     pending: deque = deque()
     results: dict[int, tuple[list, float, float]] = {}

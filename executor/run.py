@@ -94,7 +94,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             emulate_links: bool = True, seed: int = 0, threads: int = 1,
             address: str | None = None, placement: dict[str, str] | None = None,
             fault: Fault | None = None, progress: bool = False,
-            calibrate: str | None = None) -> ExecutionReport:
+            calibrate: str | None = None, in_flight: int | None = None) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
@@ -104,11 +104,15 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     prediction is also given at the machine's present speed (``predicted["calibrated"]``: every
     compute time x probe now / the profile's probe; links unchanged). Meant for workers on
     this machine, timed with the profile's thread count.
+    ``in_flight`` caps the frames inside the pipeline (default: stages + 1; see
+    :func:`executor.local.run_pipeline`).
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
     if frames < 1:
         raise DnnsplitError("--frames must be at least 1")
+    if in_flight is not None and in_flight < 1:
+        raise DnnsplitError("--in-flight must be at least 1")
     if backend == "local" and (address or placement):
         raise DnnsplitError("--address and --ray-node need --backend ray")
     if backend == "local" and fault is not None and fault.kind == "exit":
@@ -131,10 +135,10 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
 
         result = run_pipeline_ray(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   threads=threads, address=address, placement=placement,
-                                  **common)
+                                  window=in_flight, **common)
     else:
         result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
-                              **common)
+                              in_flight=in_flight, **common)
     speed = probe.factor() if probe else None
     matches = True
     for arrays, outputs in zip(data[:check_frames], result.outputs):

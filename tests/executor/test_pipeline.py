@@ -16,6 +16,7 @@ from executor.stages import PlanMismatchError, build_stages, model_input_keys, r
 from partition.costs import DeviceSpec, problem_from_graph
 from partition.planner import make_plans
 from partition.problem import Link
+from predictor.errors import DnnsplitError
 from predictor.model_graph import TaskGraph
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -214,3 +215,20 @@ def test_execute_calibrated_scales_the_prediction_by_the_probe_timed_now(tmp_pat
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
                                    "--frames", "3", "--calibrate", "no-such-profile"])
     assert bad.exit_code != 0 and "unknown device profile" in bad.output
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_at_most_in_flight_frames_are_inside_the_pipeline(in_flight):
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, plan, tg)
+    result = run_pipeline(stages, random_frames(model, 12), model_input_keys(tg),
+                          list(tg.output_sources), in_flight=in_flight)
+    first = {e.frame: e.start for e in result.events if e.lane == stages[0].device}
+    last = {e.frame: e.end for e in result.events if e.lane == stages[-1].device}
+    assert sorted(first) == sorted(last) == list(range(12))
+    for frame in range(in_flight, 12):  # frame f enters only after frame f - in_flight left
+        assert first[frame] >= last[frame - in_flight]
+    with pytest.raises(DnnsplitError, match="in-flight"):
+        execute(model, plan, frames=2, in_flight=0)
