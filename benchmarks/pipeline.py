@@ -165,8 +165,9 @@ def _breakdown(rows) -> list[str]:
         "", "## Where the measured period departs from the plan", "",
         "measured / predicted-at-speed-now = (single worker: measured / predicted at speed "
         "now: the predictor's error and drift the probe did not follow) x (co-run: 2 / "
-        "ceiling) x (the rest: the pipeline's own cost: stage imbalance, hand-offs between "
-        "threads or processes). Efficiency = speed-up / co-run ceiling.", "",
+        "ceiling) x (the rest: the prediction erring more on one stage than on the whole "
+        "model, and the pipeline's own cost: hand-offs between threads or processes). "
+        "Efficiency = speed-up / co-run ceiling.", "",
         "| model | period measured / predicted now | single worker | co-run | the rest | "
         "efficiency |", "|---|---|---|---|---|---|"]
     for r in rows:
