@@ -6,7 +6,9 @@ The threads backend runs every worker in one process, and TensorFlow's inter-op 
 process-wide: it needs 2 threads so that two workers run at once. A model with parallel
 branches (ResNet50's projection shortcuts) can then also run two ops at once on its own,
 using the second core. Each measurement is a fresh process (the setting is fixed at start-up)
-timing the compiled model with 1 intra-op thread; 1 and 2 inter-op threads alternate.
+timing the model by the collectors' protocol (``collectors.timing.time_model``: compiled,
+median until stable, empty call subtracted) with 1 intra-op thread; 1 and 2 inter-op threads
+alternate.
 Writes docs/inter-op.md with command, machine and date.
 """
 
@@ -26,26 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHILD = """
-import json, statistics, sys, time
+import json, sys
 sys.path.insert(0, {root!r})
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1)
-tf.config.threading.set_inter_op_parallelism_threads({inter_op})
-import numpy as np
-from predictor.keras_env import compiled_model
+from collectors.timing import configure_threads, time_model
+configure_threads(1, inter_op={inter_op})
 from predictor.model_source import load_model
-model = load_model({model!r})
-call = compiled_model(model)
-x = np.random.default_rng(0).standard_normal((1,) + tuple(model.input_shape[1:]))
-x = x.astype("float32")
-for _ in range(3):
-    np.asarray(call([x]))
-times, start = [], time.perf_counter()
-while len(times) < 10 or time.perf_counter() - start < 3.0:
-    t0 = time.perf_counter()
-    np.asarray(call([x]))
-    times.append((time.perf_counter() - t0) * 1000)
-print(json.dumps(statistics.median(times)))
+print(json.dumps(time_model(load_model({model!r})).median_ms))
 """
 
 
@@ -79,7 +67,8 @@ def main(argv=None):
         f"Measured {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')}"
         f" on {platform.node()} ({platform.machine()}, 2 cores), with", "",
         "    python benchmarks/inter_op.py " + " ".join(argv or sys.argv[1:]), "",
-        "Median ms per frame of the compiled model, 1 intra-op thread, each value from a fresh "
+        "Median ms per frame by the timing protocol (`collectors.timing.time_model`), 1 "
+        "intra-op thread, each value from a fresh "
         f"process; 1 and 2 inter-op threads alternate {args.repeats} times. The threads "
         "backend needs 2 (its two workers share one process), so its single-worker baseline "
         "in `docs/pipeline.md` can use the second core where a model has parallel branches; "

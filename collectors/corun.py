@@ -14,8 +14,8 @@ The profile's factor is the median over the models.
 >>> result = measure_corun(["MobileNet", "DenseNet121"], workers=2)   # doctest: +SKIP
 >>> result["factor"], result["models"]["MobileNet"]["factor"]         # doctest: +SKIP
 
-``collectors corun --out datasets/<profile>/corun.json`` stores it with the profile; a plan for
-devices that are cores of one machine scales their costs by it (``partition plan --co-run``).
+``collectors corun --out datasets/<profile>/corun.json`` stores it with the profile (the
+partitioner does not apply it yet; ``benchmarks/pipeline.py`` reports each model's ceiling).
 Measure it on training models only (``collectors/data/model_split.json``) so that pipeline
 results on the benchmark models are not fitted to themselves.
 """
