@@ -51,6 +51,9 @@ def train_command(
     data: str = typer.Option(..., help="profile folder of collected CSVs (datasets/<profile>)"),
     out: Optional[str] = typer.Option(None, help="where to write bundle.json (default: DATA)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    constant_probe: bool = typer.Option(
+        False, "--constant-probe",
+        help="normalise every row by the profile's median probe, not its own window's"),
 ) -> None:
     """Fit per-layer-type regressors (k-fold CV picks the family) and save the bundle."""
     from pathlib import Path
@@ -59,7 +62,7 @@ def train_command(
     from predictor.estimators import FAMILIES
     from predictor.train import train
 
-    bundle = train(data, progress=not quiet)
+    bundle = train(data, progress=not quiet, per_row_probe=not constant_probe)
     path = bundle.save(Path(out or data) / BUNDLE_NAME if not str(out or "").endswith(".json")
                        else Path(out))
     families = list(FAMILIES)

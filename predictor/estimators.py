@@ -12,6 +12,12 @@ DataFrame of named features and sets attributes ending in ``_``; ``predict`` ref
 | ``forest`` | random forest (XGBoost's ``XGBRFRegressor``, portable JSON) | log time |
 | ``gbm`` | gradient boosting with shallow trees (depth 3) | log time |
 | ``xgboost`` | XGBoost with deeper, subsampled trees (depth 6) | log time |
+| ``anchored_forest`` | ``loglinear`` x a ``forest`` fitted on its ratio | log time |
+| ``anchored_gbm`` | ``loglinear`` x a ``gbm`` fitted on its ratio | log time |
+
+Trees alone predict no time beyond the largest they were trained on; the anchored families
+keep the log-linear trend (which extrapolates in size) and let the trees learn the shape
+around it.
 
 Targets are drift-normalised times (see :func:`predictor.feature_table.target`), always > 0.
 """
@@ -229,9 +235,47 @@ class XGBoostFamily(_XGBFamily):
                             n_jobs=1)
 
 
+class _AnchoredFamily(_Family):
+    """time = loglinear(X) * trees(X), the trees fitted on time / loglinear(X)."""
+
+    trees: type[_XGBFamily]
+
+    def __init__(self, alpha: float = 3.0, seed: int = 0):
+        self.alpha = alpha
+        self.seed = seed
+
+    def fit(self, X: pd.DataFrame, y):
+        self.feature_names_ = list(X.columns)
+        self.base_ = LogLinearFamily(alpha=self.alpha).fit(X, y)
+        ratio = np.asarray(y, dtype=float) / self.base_.predict(X)
+        self.trees_ = self.trees(seed=self.seed).fit(X, ratio)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        frame = self._frame(X)
+        return self.base_.predict(frame) * self.trees_.predict(frame)
+
+    def _state(self):
+        return {"base": self.base_.to_dict(), "trees": self.trees_.to_dict()}
+
+    def _load_state(self, state):
+        self.base_ = _Family.from_dict(state["base"])
+        self.trees_ = _Family.from_dict(state["trees"])
+
+
+class AnchoredForestFamily(_AnchoredFamily):
+    family = "anchored_forest"
+    trees = ForestFamily
+
+
+class AnchoredGBMFamily(_AnchoredFamily):
+    family = "anchored_gbm"
+    trees = GBMFamily
+
+
 FAMILIES: dict[str, type[_Family]] = {
     cls.family: cls for cls in (LinearFamily, LogLinearFamily, ForestFamily, GBMFamily,
-                                XGBoostFamily)
+                                XGBoostFamily, AnchoredForestFamily, AnchoredGBMFamily)
 }
 
 

@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
-from predictor.files import save_figure_atomic
+from predictor.files import read_json, save_figure_atomic
 from predictor.records import read_rows
+
+#: A profile's ``{model: why}`` for held-out models that shaped the data after all.
+CAVEATS_NAME = "evaluation_caveats.json"
 
 
 @dataclass
@@ -54,6 +57,8 @@ class AccuracyReport:
     chosen: dict[str, str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     noise_floor: dict | None = None
+    #: held-out models that are not fully blind, and why (``evaluation_caveats.json``)
+    caveats: dict[str, str] = field(default_factory=dict)
 
     def fraction_within(self, limit: float, normalised: bool = True) -> float:
         errors = [abs(r.error_norm if normalised else r.error_raw) for r in self.results]
@@ -102,7 +107,11 @@ def evaluate_profile(profile: str, split: str = "evaluation",
         import json
 
         noise = {k: v for k, v in json.loads(repeat.read_text()).items() if k != "details"}
-    return AccuracyReport(folder.name, results, bundle.cv, bundle.chosen, bundle.rows, noise)
+    caveats_file = folder / CAVEATS_NAME
+    caveats = read_json(caveats_file, "caveats file", ProfileError) if caveats_file.exists() \
+        else {}
+    return AccuracyReport(folder.name, results, bundle.cv, bundle.chosen, bundle.rows, noise,
+                          {str(k): str(v) for k, v in caveats.items()})
 
 
 def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
@@ -131,6 +140,8 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         lines.append(f"| {label} | {report.fraction_within(0.10, norm):.0%} | "
                      f"{report.fraction_within(0.20, norm):.0%} | {report.spearman(norm):.3f} | "
                      f"{statistics.median(errors):.1%} |")
+    for model, why in sorted(report.caveats.items()):
+        lines += ["", f"**Not fully blind: {model}.** {why}"]
     lines += ["", f"![predicted vs measured]({png.name})", "",
               "| model | load | measured ms | predicted ms | error raw | measured/probe | "
               "predicted/probe | error normalised |", "|---|---|---|---|---|---|---|---|"]

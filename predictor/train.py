@@ -32,14 +32,16 @@ FOLDS = 5
 
 
 def load_records(folder: str | Path) -> dict[str, list[dict]]:
-    """Kernel rows of a profile folder grouped by the kernel's first layer type."""
+    """Kernel rows of a profile folder grouped by the kernel's first layer type (a keras.ops
+    call, such as a constant added by ``ops.add``, with the layer it is predicted as)."""
+    from predictor.fusion import OPS_AS_LAYERS
     from predictor.records import read_rows
     from predictor.features import RECORD_COLUMNS
 
     grouped: dict[str, list[dict]] = defaultdict(list)
     for path in kernel_csvs(folder):
         for row in read_rows(path, list(RECORD_COLUMNS)):
-            grouped[row["layer_type"]].append(row)
+            grouped[OPS_AS_LAYERS.get(row["layer_type"], row["layer_type"])].append(row)
     return dict(grouped)
 
 
@@ -65,13 +67,16 @@ def cross_validate(records: Sequence[dict], families: Iterable[str],
 
 
 def train(folder: str | Path, families: Sequence[str] | None = None,
-          progress: bool = False, per_row_probe: bool = False) -> Bundle:
+          progress: bool = False, per_row_probe: bool = True) -> Bundle:
     """Train a bundle from a profile folder.
 
-    With ``per_row_probe`` every row's time is divided by the probe timed in its own window;
-    by default by the profile's median probe (a constant). Measured on the shipped CPU
-    profile, the per-row probe *adds* noise at kernel level (benchmarks/repeatability.py:
-    median difference 13.7% raw vs 24.6% normalised), so the default is the constant.
+    With ``per_row_probe`` (the default) every row's time is divided by the probe timed in its
+    own window; otherwise by the profile's median probe (a constant). Which one is better
+    depends on how well the probe tracks the machine's drift: with the shipped profile's
+    16 ms probe, normalising by it removes more noise than it adds (benchmarks/repeatability.py:
+    18.7% raw vs 15.6% normalised median difference between two collections), and it fits the
+    *training* models' ground truth at least as well (median absolute error 6.5% vs 7.8%,
+    2026-11-24; datasets/README.md).
     """
     folder = Path(folder)
     grouped = load_records(folder)

@@ -232,3 +232,19 @@ def test_at_most_in_flight_frames_are_inside_the_pipeline(in_flight):
         assert first[frame] >= last[frame - in_flight]
     with pytest.raises(DnnsplitError, match="in-flight"):
         execute(model, plan, frames=2, in_flight=0)
+
+
+def test_worker_threads_are_set_in_a_fresh_process_and_refused_once_running():
+    import subprocess
+    import sys
+
+    code = (
+        "from executor.run import configure_worker_threads as c\n"
+        "import tensorflow as tf\n"
+        "first = c(2, 1)\n"
+        "tf.constant(1.0) + 1.0\n"  # the runtime has started: thread pools are fixed now
+        "print(first, c(2, 1), c(3, 1), tf.config.threading.get_inter_op_parallelism_threads(),"
+        " tf.config.threading.get_intra_op_parallelism_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["True", "True", "False", "2", "1"]

@@ -148,3 +148,9 @@ def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ProfileError, match="no train models"):
         evaluate_profile(str(folder), split="train")
+    (folder / "evaluation_caveats.json").write_text('{"AlexNet": "its grid was widened"}')
+    md, _ = write_report(evaluate_profile(str(folder)), tmp_path / "docs")
+    assert "**Not fully blind: AlexNet.** its grid was widened" in md.read_text()
+    (folder / "evaluation_caveats.json").write_text("{not json")
+    with pytest.raises(ProfileError, match="caveats file .* is not JSON"):
+        evaluate_profile(str(folder))

@@ -67,3 +67,17 @@ def test_feature_frame_is_named_and_complete():
     assert list(frame.columns) == feature_names()
     assert frame.loc[0, "fused_ReLU"] == 1.0 and frame.loc[0, "fused_BatchNormalization"] == 0
     assert isinstance(frame, pd.DataFrame) and frame.notna().all().all()
+
+
+def test_anchored_families_extrapolate_in_size_where_trees_alone_cannot():
+    rng = np.random.default_rng(1)
+    flops = rng.uniform(1e5, 1e7, 120)
+    records = [{"flops": f, "input_bytes": f / 100, "output_bytes": f / 200} for f in flops]
+    y = flops / 1e6
+    big = feature_frame([{"flops": 1e8, "input_bytes": 1e6, "output_bytes": 5e5}])
+    truth = 100.0
+    for family in ("anchored_forest", "anchored_gbm"):
+        anchored = make(family).fit(feature_frame(records), y).predict(big)[0]
+        assert abs(anchored / truth - 1) < 0.3, family
+    trees = make("forest").fit(feature_frame(records), y).predict(big)[0]
+    assert trees < 0.2 * truth  # capped near the largest training time (10)
