@@ -41,17 +41,17 @@ class ExecutionReport:
 
 
 def configure_worker_threads(workers: int, threads: int = 1) -> bool:
-    """TensorFlow: ``threads`` per op, one inter-op thread per worker. False if too late."""
-    keras = import_keras()
-    if keras.backend.backend() != "tensorflow":
-        return True
-    import tensorflow as tf
+    """``threads`` per op and one inter-op thread per worker (so that ``workers`` Python
+    threads can run compiled calls at once); False if the backend already started.
+
+    The collectors' :func:`collectors.timing.configure_threads`, with the executor's
+    inter-op count (under JAX it sets the XLA CPU flags instead)."""
+    from collectors.timing import TimingError, configure_threads
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(workers, 1))
+        configure_threads(threads, inter_op=max(workers, 1))
         return True
-    except RuntimeError:
+    except TimingError:
         return False
 
 
