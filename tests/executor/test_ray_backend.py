@@ -124,8 +124,15 @@ def _start(tmp_path, *args):
     proc = subprocess.Popen(
         [sys.executable, "-m", "executor.cli", "run", str(tmp_path / "m.keras"), "--plan",
          str(tmp_path / "plan.json"), *args], env=env, stdout=subprocess.PIPE, stderr=err,
-        cwd=Path(__file__).resolve().parents[2])
+        cwd=Path(__file__).resolve().parents[2], preexec_fn=_default_sigint)
     return proc, mark
+
+
+def _default_sigint() -> None:
+    """Ctrl-C reaches the run as it does from a terminal, even when the tests themselves were
+    started in the background (a shell starts background jobs with SIGINT ignored, and a
+    Python started that way never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(path: Path, text: str, proc, seconds: float = 120) -> None:
