@@ -8,7 +8,11 @@ costs and a fast link (10 Gbps, no latency), run by the executor; and the same
 model on one worker (everything on w1), on the same backend (``--backend ray``: one Ray
 actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
 pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs
-match. In the same window it measures the co-run ceiling: the model's per-call time
+match. With threads, the single worker shares a process whose TensorFlow inter-op pool
+holds 2 threads (a model with parallel branches can use both cores), so the single worker is
+also run strictly, in a fresh process with 1 inter-op thread (``executor run`` on the
+single-worker plan), and the speed-up is given against both. In the same window it measures
+the co-run ceiling: the model's per-call time
 while two threads run it at once vs alone (``collectors/corun.py``); 2 / that factor is the
 speed-up of two perfectly balanced, overhead-free workers on this machine. Writes
 docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-ray*`` for Ray), with
@@ -19,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,19 +77,25 @@ def main(argv=None):
         plan = make_plans(problem, "throughput", ["dp"])[0]
         single = Plan.from_solution(problem, _all_on_first(problem))
         frames = args.frames or max(30, int(4000 / plan.predicted.period_ms))
-        runs, ceilings = [], []
+        runs, ceilings, strict = [], [], []
+        single_path = single.save(Path(tempfile.mkdtemp()) / "single.json")
         for _ in range(args.repeats):  # alternate, so all see the same machine speed
             one = execute(model, single, frames=frames, backend=args.backend,
                           calibrate=args.profile)
+            if args.backend == "local":
+                strict.append(_strict_single_fps(name, single_path, frames))
             two = execute(model, plan, frames=frames, backend=args.backend,
                           calibrate=args.profile)
             runs.append((one, two))
             ceilings.append(2 / corun_of_model(model, workers=2, repeats=1)["factor"])
         speedups = sorted(t.measured["throughput_fps"] / o.measured["throughput_fps"]
                           for o, t in runs)
+        strict_speedups = sorted(t.measured["throughput_fps"] / fps
+                                 for (_, t), fps in zip(runs, strict))
         one, two = sorted(runs, key=lambda r: r[1].measured["throughput_fps"] /
                           r[0].measured["throughput_fps"])[len(runs) // 2]
         plot_timeline(two.run, out / f"{tag}-{name}.png")
+        alone = _stages_alone(model, plan, args.profile, tg)
         rows.append({
             "model": name, "stages": " / ".join(f"{s['device']}:{len(s['nodes'])}"
                                                 for s in plan.stages),
@@ -91,6 +104,11 @@ def main(argv=None):
             "single_diff": one.measured["period_ms"] / one.predicted["calibrated"]["period_ms"] - 1,
             "pipe_fps": two.measured["throughput_fps"],
             "speedup": speedups[len(speedups) // 2], "speedup_range": (speedups[0], speedups[-1]),
+            "strict_single_fps": sorted(strict)[len(strict) // 2] if strict else None,
+            "strict_speedup": (strict_speedups[len(strict_speedups) // 2]
+                               if strict_speedups else None),
+            "strict_speedup_range": ((strict_speedups[0], strict_speedups[-1])
+                                     if strict_speedups else None),
             "ceiling": sorted(ceilings)[len(ceilings) // 2],
             "period_ms": two.measured["period_ms"], "pred_period_ms": two.predicted["period_ms"],
             "now_period_ms": two.predicted["calibrated"]["period_ms"],
@@ -99,6 +117,7 @@ def main(argv=None):
             "lat_p50": two.measured["latency_p50_ms"], "lat_p95": two.measured["latency_p95_ms"],
             "single_lat_p50": one.measured["latency_p50_ms"],
             "match": all(o.outputs_match and t.outputs_match for o, t in runs),
+            "alone": [dict(a, busy_ms=s["busy_ms"]) for a, s in zip(alone, two.stages)],
         })
         print(rows[-1], flush=True)
         keras.backend.clear_session()
@@ -113,7 +132,7 @@ def main(argv=None):
         f"Two workers of one thread each ({_workers(args.backend)}), costs predicted "
         f"by the `{args.profile}` profile, dp throughput plan; frames of batch 1 (enough for "
         "about 4 s per run); the link between workers is emulated as 10 Gbps, no latency"
-        + (" (a link actor between the stage actors)" if args.backend == "ray" else "")
+        + (" (emulated by the receiving stage actor)" if args.backend == "ray" else "")
         + ". Every stage is compiled and run once before timing. Period = median time "
         "between consecutive frames leaving the pipeline. Single and pipelined runs alternate "
         f"{args.repeats} times; the row is the run with the median speed-up, the range is "
@@ -150,13 +169,82 @@ def main(argv=None):
             f"{r['period_ms'] / r['pred_period_ms'] - 1:+.1%} | {r['now_period_ms']:.1f} | "
             f"{r['period_ms'] / r['now_period_ms'] - 1:+.1%} | {r['busy']} | {r['lat_p50']:.1f} / "
             f"{r['lat_p95']:.1f} ({r['single_lat_p50']:.1f}) | {r['match']} |")
+    if args.backend == "local":
+        lines += _strict(rows)
     lines += _breakdown(rows)
+    lines += _alone(rows)
     lines += ["", "Timelines of the first frames: " + ", ".join(
         f"[{r['model']}]({tag}-{r['model']}.png)" for r in rows)]
     write_text_atomic(out / f"{tag}.md", "\n".join(lines) + "\n")
     write_json_atomic(out / f"{tag}.json", {"command": "python benchmarks/pipeline.py "
                                             + " ".join(argv or sys.argv[1:]), "rows": rows})
     print(f"wrote {out / f'{tag}.md'} and {tag}.json")
+
+
+def _strict_single_fps(model: str, plan_path: Path, frames: int) -> float:
+    """Single-worker FPS in a fresh process with 1 intra- and 1 inter-op thread."""
+    done = subprocess.run([sys.executable, "-m", "executor.cli", "run", model, "--plan",
+                           str(plan_path), "--frames", str(frames), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"strict single worker of {model} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)["measured"]["throughput_fps"]
+
+
+def _strict(rows) -> list[str]:
+    lines = [
+        "", "## Against a strictly one-thread single worker", "",
+        "The single worker above runs in the pipeline's process, whose inter-op pool holds 2 "
+        "threads; the same single-worker plan run by `executor run` in a fresh process with 1 "
+        "inter-op thread, alternated with the runs above (median of the repeats):", "",
+        "| model | single FPS, inter-op 2 (this process) | single FPS, inter-op 1 (fresh "
+        "process) | pipelined speed-up vs it (range) | co-run ceiling |",
+        "|---|---|---|---|---|"]
+    for r in rows:
+        low, high = r["strict_speedup_range"]
+        lines.append(f"| {r['model']} | {r['single_fps']:.2f} | {r['strict_single_fps']:.2f} | "
+                     f"{r['strict_speedup']:.2f}x ({low:.2f}–{high:.2f}) | {r['ceiling']:.2f}x |")
+    return lines
+
+
+def _stages_alone(model, plan, profile: str, tg) -> list[dict]:
+    """Each stage's sub-model timed alone (1 thread, no co-runner, call overhead included)
+    beside its prediction scaled by the probe timed around these timings."""
+    from collectors.calibrate import profile_probe_ms
+    from collectors.probe import Probe
+    from collectors.timing import time_model
+    from executor.stages import build_stages
+    from predictor.bundle import profile_dir
+
+    probe = Probe()
+    before = probe.time_ms()
+    stages = build_stages(model, plan, tg)
+    timed = [time_model(s.model) for s in stages]
+    speed = (before + probe.time_ms()) / 2 / profile_probe_ms(profile_dir(profile))
+    device_ms = plan.predicted.device_ms
+    index = {d: i for i, d in enumerate(plan.problem.devices)}
+    return [{"device": s.device, "alone_ms": t.median_ms + t.overhead_ms,
+             "predicted_now_ms": device_ms[index[s.device]] * speed}
+            for s, t in zip(stages, timed)]
+
+
+def _alone(rows) -> list[str]:
+    lines = [
+        "", "## Each stage alone", "",
+        "Each stage's sub-model timed alone after the runs (the collectors' protocol in "
+        "this process: intra-op 1, no co-runner, call overhead included) beside the plan's stage time at the "
+        "speed of the probe timed around it, and its busy time in the median pipelined run: "
+        "predicted -> alone is the predictor's error on that part of the model (a split also "
+        "breaks fusions and adds a call); alone -> busy is what running beside the other "
+        "stage costs (co-run, hand-offs; a different window of the machine's drift).", "",
+        "| model | stage | predicted now ms | alone ms | alone / predicted | busy in the "
+        "pipeline ms | busy / alone |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for a in r["alone"]:
+            lines.append(f"| {r['model']} | {a['device']} | {a['predicted_now_ms']:.1f} | "
+                         f"{a['alone_ms']:.1f} | {a['alone_ms'] / a['predicted_now_ms']:.3f} | "
+                         f"{a['busy_ms']:.1f} | {a['busy_ms'] / a['alone_ms']:.3f} |")
+    return lines
 
 
 def _breakdown(rows) -> list[str]:
