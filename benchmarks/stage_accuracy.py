@@ -1,15 +1,16 @@
 """How well are the parts of a model predicted that a partition plan cuts it into?
 
     python benchmarks/stage_accuracy.py [--models ResNet50 MobileNetV2 ...] [--stages 2 3]
-                                        [--profile cpu-1t-tensorflow]
+                                        [--rounds 2] [--profile cpu-1t-tensorflow]
 
 The partitioner balances stages by per-layer predictions, so a pipeline's period is only as
 right as the prediction of each stage, not of the whole model. For each model and each k in
 ``--stages``: the throughput plan (dp) over k identical workers of the profile (10 Gbps links),
 its stages cut into sub-models (``executor.stages.build_stages``), then in one window the whole
 model and every stage timed alone by the collectors' protocol (one thread, no co-runner), with
-the reference probe before and after. Each is compared with its prediction at the probe's
-present speed:
+the reference probe before and after; ``--rounds`` such rounds back to back (ratios are the
+geometric mean over rounds, times the mean). Each is compared with its prediction at the
+probe's present speed:
 
 - whole: ``predictor predict``'s total (kernels x model-level correction + one call overhead);
 - stage: the plan's stage time (the per-layer shares of the kernel predictions it balanced)
@@ -43,6 +44,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=DEFAULT_MODELS)
     parser.add_argument("--stages", nargs="*", type=int, default=[2, 3])
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="times each model and its stages are timed (back to back)")
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -84,35 +87,43 @@ def main(argv=None):
                      for a in devices for b in devices if a != b}
             problem = problem_from_graph(tg, devices, links)
             plans.append((k, problem, make_plans(problem, "throughput", ["dp"])[0]))
-        before = probe.time_ms()
-        whole = time_model(model)
-        timed = []
-        for k, problem, plan in plans:
-            stages = build_stages(model, plan, tg)
-            timed.append([(s, time_model(s.model)) for s in stages])
-        after = probe.time_ms()
-        speed = (before + after) / 2 / profile_probe
-        overhead = bundle.call_overhead_ms * speed
-        whole_pred = predict_graph(bundle, tg).total_ms * speed
-        whole_ms = whole.median_ms + whole.overhead_ms
-        whole_ratio = whole_ms / whole_pred
-        models.append({"model": name, "split": split.get(name, "-"), "whole_ms": whole_ms,
-                       "predicted_ms": whole_pred, "ratio": whole_ratio,
-                       "probe_ms": (before, after)})
-        for (k, problem, plan), stage_times in zip(plans, timed):
+        stage_lists = [build_stages(model, plan, tg) for _, _, plan in plans]
+        whole_pred_ms = predict_graph(bundle, tg).total_ms
+        rounds = [_one_round(model, stage_lists, probe, time_model) for _ in range(args.rounds)]
+        whole_ms, whole_ratio, probes = [], [], []
+        for before, after, whole, _ in rounds:
+            speed = (before + after) / 2 / profile_probe
+            whole_ms.append(whole)
+            whole_ratio.append(whole / (whole_pred_ms * speed))
+            probes.append((before, after))
+        models.append({"model": name, "split": split.get(name, "-"),
+                       "whole_ms": statistics.mean(whole_ms),
+                       "predicted_ms": whole_pred_ms * _mean_speed(rounds, profile_probe),
+                       "ratio": _geomean(whole_ratio), "ratio_rounds": whole_ratio,
+                       "probe_ms": probes})
+        for p, ((k, problem, plan), stages) in enumerate(zip(plans, stage_lists)):
             index = {d: i for i, d in enumerate(problem.devices)}
             alone, predicted = [], []
-            for position, (stage, timing) in enumerate(stage_times):
-                pred = plan.predicted.device_ms[index[stage.device]] * speed + overhead
-                ms = timing.median_ms + timing.overhead_ms
-                alone.append(ms)
+            for position, stage in enumerate(stages):
+                base = plan.predicted.device_ms[index[stage.device]]
+                ratios, relative, times = [], [], []
+                for (before, after, _, timed), w in zip(rounds, whole_ratio):
+                    speed = (before + after) / 2 / profile_probe
+                    ms = timed[p][position]
+                    times.append(ms)
+                    ratios.append(ms / (base * speed + bundle.call_overhead_ms * speed))
+                    relative.append(ratios[-1] / w)
+                pred = (base + bundle.call_overhead_ms) * _mean_speed(rounds, profile_probe)
+                alone.append(statistics.mean(times))
                 predicted.append(pred)
                 rows.append({"model": name, "k": k, "stage": position + 1,
-                             "last": position == len(stage_times) - 1,
-                             "layers": len(stage.nodes), "predicted_ms": pred, "alone_ms": ms,
-                             "ratio": ms / pred, "relative": ms / pred / whole_ratio})
+                             "last": position == len(stages) - 1,
+                             "layers": len(stage.nodes), "predicted_ms": pred,
+                             "alone_ms": alone[-1], "ratio": _geomean(ratios),
+                             "relative": _geomean(relative), "relative_rounds": relative})
             models[-1][f"period_k{k}"] = {"predicted_ms": max(predicted),
                                           "alone_max_ms": max(alone),
+                                          "sum_over_whole": sum(alone) / models[-1]["whole_ms"],
                                           "imbalance": max(alone) / (sum(alone) / len(alone))}
         print(models[-1], flush=True)
         keras.backend.clear_session()
@@ -120,6 +131,27 @@ def main(argv=None):
     write_text_atomic(out / f"stage-accuracy-{name_out}.md", report)
     write_json_atomic(out / f"stage-accuracy-{name_out}.json", {"models": models, "stages": rows})
     print(report)
+
+
+def _one_round(model, stage_lists, probe, time_model):
+    """Probe, whole model, every stage of every plan, probe: (before, after, whole, stages)."""
+    before = probe.time_ms()
+    whole = time_model(model)
+    timed = []
+    for stages in stage_lists:
+        timed.append([])
+        for stage in stages:
+            timing = time_model(stage.model)
+            timed[-1].append(timing.median_ms + timing.overhead_ms)
+    return before, probe.time_ms(), whole.median_ms + whole.overhead_ms, timed
+
+
+def _mean_speed(rounds, profile_probe: float) -> float:
+    return statistics.mean((before + after) / 2 for before, after, _, _ in rounds) / profile_probe
+
+
+def _geomean(values) -> float:
+    return math.exp(statistics.mean(math.log(v) for v in values))
 
 
 def _split() -> dict[str, str]:
@@ -152,6 +184,8 @@ def _report(args, argv, rows, models, profile) -> str:
     relative = [r["relative"] for r in rows]
     first = [r["relative"] for r in rows if r["stage"] == 1]
     last = [r["relative"] for r in rows if r["last"]]
+    sums = [m[f"period_k{k}"]["sum_over_whole"] for m in models for k in args.stages]
+    repeat = [max(r["relative_rounds"]) / min(r["relative_rounds"]) for r in rows]
     lines = [
         f"# Prediction of the stages a plan cuts a model into ({profile})", "",
         f"Measured {when} on {platform.node()} ({platform.machine()}), TensorFlow, 1 thread, "
@@ -169,22 +203,30 @@ def _report(args, argv, rows, models, profile) -> str:
         f"{_within(relative, .2):.0%} |", "",
         f"Stage ratio / whole ratio by position: first stages median "
         f"{statistics.median(first):.3f} (range {min(first):.3f}–{max(first):.3f}), last "
-        f"stages {statistics.median(last):.3f} ({min(last):.3f}–{max(last):.3f}).", "",
+        f"stages {statistics.median(last):.3f} ({min(last):.3f}–{max(last):.3f}). Stages "
+        f"alone added up / whole model: median {statistics.median(sums):.3f} (range "
+        f"{min(sums):.3f}–{max(sums):.3f})."
+        + (f" Noise of these figures: a stage's ratio / whole ratio differs between the "
+           f"{args.rounds} back-to-back rounds by a median {statistics.median(repeat) - 1:.1%} "
+           f"(max {max(repeat) - 1:.1%}; max / min over rounds)." if args.rounds > 1 else ""),
+        "",
         "## Whole models and periods", "",
         "Period: the slowest stage alone vs the plan's slowest stage (both with one call each); "
         "imbalance = slowest stage alone / mean stage alone (1.0 = the plan balanced the real "
-        "times perfectly).", "",
+        "times perfectly); sum / whole = the stages alone added up / the whole model (what "
+        "cutting costs: broken fusions, one call per stage, and timing noise).", "",
         "| model | split | whole ms | predicted ms | ratio | "
-        + " | ".join(f"k={k} period ms measured (predicted) | k={k} imbalance"
+        + " | ".join(f"k={k} period ms measured (predicted) | k={k} imbalance | k={k} sum / whole"
                      for k in args.stages) + " | probe before -> after ms |",
-        "|---|---|---|---|---|" + "---|---|" * len(args.stages) + "---|"]
+        "|---|---|---|---|---|" + "---|---|---|" * len(args.stages) + "---|"]
     for m in models:
         periods = " | ".join(
             f"{m[f'period_k{k}']['alone_max_ms']:.1f} ({m[f'period_k{k}']['predicted_ms']:.1f})"
-            f" | {m[f'period_k{k}']['imbalance']:.3f}" for k in args.stages)
+            f" | {m[f'period_k{k}']['imbalance']:.3f} | {m[f'period_k{k}']['sum_over_whole']:.3f}"
+            for k in args.stages)
         lines.append(f"| {m['model']} | {m['split']} | {m['whole_ms']:.1f} | "
                      f"{m['predicted_ms']:.1f} | {m['ratio']:.3f} | {periods} | "
-                     f"{m['probe_ms'][0]:.2f} -> {m['probe_ms'][1]:.2f} |")
+                     + ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in m["probe_ms"]) + " |")
     lines += ["", "## Every stage", "",
               "| model | k | stage | layers | predicted ms | alone ms | ratio | ratio / whole |",
               "|---|---|---|---|---|---|---|---|"]
