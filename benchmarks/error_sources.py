@@ -17,7 +17,8 @@ reports per model
 
 and per layer type the error the regressors contribute (predicted - measured, ms and % of the
 whole model). Only the evaluation models' kernels are timed here; nothing is trained on them.
-Writes docs/error-sources-<profile>.md with the command, machine and date.
+Writes docs/error-sources-<profile>.md (and .json, which ``predictor evaluate`` summarises in
+its report) with the command, machine and date.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODELS = ["Pix2PixUNet", "MobileNetV3Large", "EfficientNetV2B1", "ResNet152",
-                  "InceptionResNetV2", "DenseNet169"]
+# the held-out models outside +-10% in docs/accuracy-*.md, and one inside for contrast
+DEFAULT_MODELS = ["Pix2PixUNet", "EfficientNetB3", "EfficientNetB2", "ResNet101",
+                  "InceptionResNetV2", "MobileNetV3Large", "DenseNet169"]
 
 
 def main(argv=None):
@@ -52,7 +54,7 @@ def main(argv=None):
                                    model_inputs, time_model)
     from predictor.bundle import load_bundle, profile_dir
     from predictor.compose import FREE_TYPES, predict_graph
-    from predictor.files import write_text_atomic
+    from predictor.files import write_json_atomic, write_text_atomic
     from predictor.fusion import OPS_AS_LAYERS
     from predictor.keras_env import import_keras
     from predictor.model_graph import TaskGraph
@@ -111,13 +113,15 @@ def main(argv=None):
               f"{after:.2f} ms", flush=True)
         keras.backend.clear_session()
 
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
+    command = ("python benchmarks/error_sources.py " + " ".join(argv or sys.argv[1:])).strip()
     lines = [
         f"# Where the prediction error comes from ({profile_dir(args.profile).name})",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')} "
-        f"on {platform.node()} ({platform.machine()}), TensorFlow, 1 thread, load 0, with",
+        f"Measured {when} on {platform.node()} ({platform.machine()}), TensorFlow, 1 thread, "
+        "load 0, with",
         "",
-        "    python benchmarks/error_sources.py " + " ".join(argv or sys.argv[1:]),
+        "    " + command,
         "",
         "Per model, in one window: whole model measured; every distinct kernel measured alone "
         "(empty call subtracted); the same kernels predicted by the bundle at the probe's "
@@ -148,7 +152,16 @@ def main(argv=None):
             lines.append(f"| {name} | {kind} | {meas:.2f} | {pred:.2f} | {pred - meas:+.2f} | "
                          f"{(pred - meas) / whole:+.1%} |")
     write_text_atomic(out, "\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    write_json_atomic(out.with_suffix(".json"), {
+        "measured_at": when, "command": command,
+        "models": [{"model": name, "whole_ms": whole, "kernels": n, "not_buildable": skipped,
+                    "kernels_measured_ms": meas, "kernels_predicted_ms": pred,
+                    "full_prediction_ms": full, "composition": meas / whole,
+                    "regressors": pred / meas, "full_over_whole": full / whole}
+                   for (name, whole, n, distinct, skipped, meas, pred, full, _, _) in summary],
+        "by_type": [{"model": name, "type": kind, "measured_ms": meas, "predicted_ms": pred,
+                     "whole_ms": whole} for name, kind, meas, pred, whole in by_type_rows]})
+    print(f"wrote {out} and {out.with_suffix('.json').name}")
 
 
 def _kernels(tg, free_types):

@@ -30,6 +30,11 @@ from predictor.records import read_rows
 #: A profile's ``{model: why}`` for held-out models that shaped the data after all.
 CAVEATS_NAME = "evaluation_caveats.json"
 
+#: The accuracy the project promises on held-out models (normalised errors).
+GOAL_WITHIN_10 = 0.95
+GOAL_MAX_ERROR = 0.20
+GOAL_SPEARMAN = 0.98
+
 
 @dataclass
 class ModelResult:
@@ -72,6 +77,18 @@ class AccuracyReport:
         measured = [r.measured_norm if normalised else r.measured_ms for r in self.results]
         predicted = [r.predicted_norm if normalised else r.predicted_ms for r in self.results]
         return float(spearmanr(measured, predicted).statistic)
+
+    def goal_verdict(self) -> str:
+        """One markdown line: the promised accuracy, and whether these results meet it."""
+        beyond = sorted({r.model for r in self.results if abs(r.error_norm) > GOAL_MAX_ERROR})
+        n_beyond = sum(abs(r.error_norm) > GOAL_MAX_ERROR for r in self.results)
+        within, rho = self.fraction_within(0.10), self.spearman()
+        met = within >= GOAL_WITHIN_10 and not beyond and rho >= GOAL_SPEARMAN
+        return (f"**Goal** (at least {GOAL_WITHIN_10:.0%} of held-out results within ±10%, "
+                f"none beyond ±{GOAL_MAX_ERROR:.0%}, Spearman ≥ {GOAL_SPEARMAN}, normalised): "
+                + ("**met**" if met else "**not met**")
+                + f": {within:.0%} within ±10%, {n_beyond} beyond ±{GOAL_MAX_ERROR:.0%}"
+                + (f" ({', '.join(beyond)})" if beyond else "") + f", Spearman {rho:.3f}.")
 
 
 def evaluate_profile(profile: str, split: str = "evaluation",
@@ -140,6 +157,7 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         lines.append(f"| {label} | {report.fraction_within(0.10, norm):.0%} | "
                      f"{report.fraction_within(0.20, norm):.0%} | {report.spearman(norm):.3f} | "
                      f"{statistics.median(errors):.1%} |")
+    lines += ["", report.goal_verdict()]
     for model, why in sorted(report.caveats.items()):
         lines += ["", f"**Not fully blind: {model}.** {why}"]
     lines += ["", f"![predicted vs measured]({png.name})", "",
@@ -149,6 +167,7 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         lines.append(f"| {r.model} | {r.load_target} | {r.measured_ms:.2f} | "
                      f"{r.predicted_ms:.2f} | {r.error_raw:+.1%} | {r.measured_norm:.2f} | "
                      f"{r.predicted_norm:.2f} | {r.error_norm:+.1%} |")
+    lines += _error_sources(docs / f"error-sources-{report.profile}.json")
     if report.noise_floor:
         lines += ["", "Noise floor (two collections of the same kernel configurations, "
                       "`benchmarks/repeatability.py`): median relative difference "
@@ -166,6 +185,38 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
                      f"{report.chosen.get(layer_type, '')} | " + " | ".join(cells) + " |")
     md = write_text_atomic(docs / f"accuracy-{report.profile}.md", "\n".join(lines) + "\n")
     return md, png
+
+
+def _error_sources(path: Path, top: int = 8) -> list[str]:
+    """The summary of ``benchmarks/error_sources.py``'s measurements, when they exist."""
+    lines = ["", "## Where the error comes from", ""]
+    if not path.exists():
+        return lines + [f"Not measured yet: `python benchmarks/error_sources.py` times every "
+                        f"kernel of the worst held-out models and writes {path.name}."]
+    data = read_json(path, "error-sources file", ProfileError)
+    lines += [
+        f"Measured {data['measured_at']} with `{data['command']}` (details in "
+        f"[{path.with_suffix('.md').name}]({path.with_suffix('.md').name})): each model and "
+        "every distinct kernel of it timed alone in one window. composition = kernels "
+        "measured alone, added up / whole model (what summing kernels misses: fusion, caches, "
+        "per-kernel fixed costs); regressors = kernels predicted / kernels measured (the "
+        "per-type models' error on these kernels); full = the prediction / whole model, all "
+        "at the probe's present speed.", "",
+        "| model | whole ms | composition | regressors | full / whole |", "|---|---|---|---|---|"]
+    for m in data["models"]:
+        lines.append(f"| {m['model']} | {m['whole_ms']:.1f} | {m['composition']:.2f}x | "
+                     f"{m['regressors']:.2f}x | {m['full_over_whole']:.2f}x |")
+    worst = sorted(data["by_type"], key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"])
+                   / r["whole_ms"])[:top]
+    lines += ["", "The largest per-type contributions of the regressors (kernels grouped by "
+              "their first layer's type; % of the whole model's time):", "",
+              "| model | type | measured ms | predicted ms | % of whole model |",
+              "|---|---|---|---|---|"]
+    for r in worst:
+        lines.append(f"| {r['model']} | {r['type']} | {r['measured_ms']:.2f} | "
+                     f"{r['predicted_ms']:.2f} | "
+                     f"{(r['predicted_ms'] - r['measured_ms']) / r['whole_ms']:+.1%} |")
+    return lines
 
 
 def _families(report: AccuracyReport) -> list[str]:

@@ -154,3 +154,54 @@ def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_
     (folder / "evaluation_caveats.json").write_text("{not json")
     with pytest.raises(ProfileError, match="caveats file .* is not JSON"):
         evaluate_profile(str(folder))
+
+
+def _result(model, predicted_norm, measured_norm=1.0):
+    from predictor.evaluate import ModelResult
+
+    return ModelResult(model, "0", measured_norm * 10, predicted_norm * 10, measured_norm,
+                       predicted_norm)
+
+
+def test_goal_verdict_says_met_only_when_every_part_of_the_goal_holds():
+    from predictor.evaluate import AccuracyReport
+
+    good = [_result(f"m{i}", (1 + i) * 1.02, 1 + i) for i in range(20)]
+    assert "**met**" in AccuracyReport("p", good).goal_verdict()
+    # one result beyond +-20%: 95% are still within 10%, but the goal is not met, and it is named
+    one_far = good[:19] + [_result("far", 20 * 1.25, 20)]
+    verdict = AccuracyReport("p", one_far).goal_verdict()
+    assert "**not met**" in verdict and "1 beyond ±20% (far)" in verdict and "95% within" in verdict
+    # two of twenty at +15%: 90% within 10%, below the 95% goal
+    two_off = good[:18] + [_result("a", 19 * 1.15, 19), _result("b", 20 * 1.15, 20)]
+    verdict = AccuracyReport("p", two_off).goal_verdict()
+    assert "**not met**" in verdict and "90% within ±10%" in verdict and "0 beyond" in verdict
+    # every error small but the ranking reversed: Spearman fails the goal
+    reversed_ = [_result(f"m{i}", 1.0 + 0.001 * (19 - i), 1.0 + 0.001 * i) for i in range(20)]
+    verdict = AccuracyReport("p", reversed_).goal_verdict()
+    assert "100% within" in verdict and "**not met**" in verdict
+
+
+def test_report_summarises_measured_error_sources_when_present(tmp_path):
+    import json
+
+    from predictor.evaluate import AccuracyReport, write_report
+
+    report = AccuracyReport("p", [_result("m1", 1.3), _result("m2", 1.0), _result("m3", 2.1, 2)])
+    md, _ = write_report(report, tmp_path)
+    assert "## Where the error comes from" in md.read_text()
+    assert "Not measured yet" in md.read_text()
+    (tmp_path / "error-sources-p.json").write_text(json.dumps({
+        "measured_at": "2026-11-24T18:00+00:00", "command": "python benchmarks/error_sources.py",
+        "models": [{"model": "m1", "whole_ms": 200.0, "composition": 1.02, "regressors": 0.71,
+                    "full_over_whole": 0.67}],
+        "by_type": [{"model": "m1", "type": "Conv2D", "measured_ms": 44.0,
+                     "predicted_ms": 43.0, "whole_ms": 200.0},
+                    {"model": "m1", "type": "Conv2DTranspose", "measured_ms": 165.0,
+                     "predicted_ms": 105.0, "whole_ms": 200.0}]}))
+    text = write_report(report, tmp_path)[0].read_text()
+    assert "| m1 | 200.0 | 1.02x | 0.71x | 0.67x |" in text
+    section = text.split("largest per-type contributions")[1]
+    # ordered by the size of the contribution: the transposed convolutions first
+    assert section.index("Conv2DTranspose") < section.index("| Conv2D |")
+    assert "-30.0%" in section and "-0.5%" in section
