@@ -232,8 +232,9 @@ def _alone(rows) -> list[str]:
     lines = [
         "", "## Each stage alone", "",
         "Each stage's sub-model timed alone after the runs (the collectors' protocol in "
-        "this process: intra-op 1, no co-runner, call overhead included) beside the plan's stage time at the "
-        "speed of the probe timed around it, and its busy time in the median pipelined run: "
+        "this process: intra-op 1, no co-runner, call overhead included) beside the plan's "
+        "stage time at the speed of the probe timed around it, and its busy time in the "
+        "median pipelined run: "
         "predicted -> alone is the predictor's error on that part of the model (a split also "
         "breaks fusions and adds a call); alone -> busy is what running beside the other "
         "stage costs (co-run, hand-offs; a different window of the machine's drift).", "",
