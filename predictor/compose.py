@@ -45,7 +45,11 @@ class GraphPrediction:
 def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
                   probe_ms: float | None = None, corrected: bool = True,
                   assignment: Mapping[str, str] | None = None) -> GraphPrediction:
-    """Per-node and total latency of a task graph (see the module docstring)."""
+    """Per-node and total latency of a task graph (see the module docstring).
+
+    With ``assignment`` (node -> device) the graph is predicted as cut into one compiled call
+    per device: nodes on different devices are not fused, and each call pays the overhead.
+    """
     probe = probe_ms if probe_ms is not None else bundle.reference_probe_ms
     kernels = find_kernels(tg, assignment=assignment)
     by_type: dict[str, list[tuple[int, dict]]] = defaultdict(list)
@@ -73,7 +77,9 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
     for kernel, ms in kernel_ms:
         for node, share in _shares(tg, kernel).items():
             node_ms[node] = ms * share
-    overhead = bundle.call_overhead_ms * probe / bundle.reference_probe_ms
+    calls = len({assignment[n] for n in tg.nodes if n not in tg.input_nodes}) \
+        if assignment else 1
+    overhead = calls * bundle.call_overhead_ms * probe / bundle.reference_probe_ms
     return GraphPrediction(total_ms=sum(ms for _, ms in kernel_ms) + overhead,
                            node_ms=node_ms, kernel_ms=kernel_ms, call_overhead_ms=overhead,
                            unmodelled=unmodelled, probe_ms=probe)

@@ -205,3 +205,20 @@ def test_report_summarises_measured_error_sources_when_present(tmp_path):
     # ordered by the size of the contribution: the transposed convolutions first
     assert section.index("Conv2DTranspose") < section.index("| Conv2D |")
     assert "-30.0%" in section and "-0.5%" in section
+
+
+def test_an_assignment_breaks_fusions_and_adds_one_call_per_device(profile):
+    bundle = load_bundle(profile)
+    tg = TaskGraph.from_keras(small_model())
+    whole = predict_graph(bundle, tg)
+    same = predict_graph(bundle, tg, assignment={n: "a" for n in tg.nodes})
+    assert same.total_ms == pytest.approx(whole.total_ms)
+    # c1 -> bn -> act is one fused kernel; put bn and everything after it on a second device
+    order = list(tg.nodes)
+    split = {n: ("a" if order.index(n) < order.index("bn") else "b") for n in order}
+    cut = predict_graph(bundle, tg, assignment=split)
+    assert cut.call_overhead_ms == pytest.approx(2 * whole.call_overhead_ms)
+    assert len(cut.kernel_ms) == len(whole.kernel_ms) + 1
+    fused = {k.nodes[0]: k.nodes for k, _ in whole.kernel_ms}
+    assert "bn" in fused["c1"] and "bn" not in {n for k, _ in cut.kernel_ms
+                                               if k.nodes[0] == "c1" for n in k.nodes}
