@@ -137,7 +137,6 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
 
     docs = Path(docs_dir)
     png = docs / f"accuracy-{report.profile}.png"
-    _scatter(report, png)
     lines = [
         f"# Predictor accuracy: {report.profile}",
         "",
@@ -183,6 +182,7 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
                  for f in _families(report)]
         lines.append(f"| {layer_type} | {report.rows.get(layer_type, '')} | "
                      f"{report.chosen.get(layer_type, '')} | " + " | ".join(cells) + " |")
+    _scatter(report, png)  # after every input was read: a bad one leaves nothing written
     md = write_text_atomic(docs / f"accuracy-{report.profile}.md", "\n".join(lines) + "\n")
     return md, png
 
@@ -194,7 +194,15 @@ def _error_sources(path: Path, top: int = 8) -> list[str]:
         return lines + [f"Not measured yet: `python benchmarks/error_sources.py` times every "
                         f"kernel of the worst held-out models and writes {path.name}."]
     data = read_json(path, "error-sources file", ProfileError)
-    lines += [
+    try:
+        return lines + _error_sources_tables(data, path, top)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ProfileError(f"error-sources file {str(path)!r} is malformed ({exc!r}): re-run "
+                           "python benchmarks/error_sources.py") from None
+
+
+def _error_sources_tables(data: dict, path: Path, top: int) -> list[str]:
+    lines = [
         f"Measured {data['measured_at']} with `{data['command']}` (details in "
         f"[{path.with_suffix('.md').name}]({path.with_suffix('.md').name})): each model and "
         "every distinct kernel of it timed alone in one window. composition = kernels "

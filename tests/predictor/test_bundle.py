@@ -222,3 +222,13 @@ def test_an_assignment_breaks_fusions_and_adds_one_call_per_device(profile):
     fused = {k.nodes[0]: k.nodes for k, _ in whole.kernel_ms}
     assert "bn" in fused["c1"] and "bn" not in {n for k, _ in cut.kernel_ms
                                                if k.nodes[0] == "c1" for n in k.nodes}
+
+
+def test_a_malformed_error_sources_file_is_one_clear_error(tmp_path):
+    from predictor.evaluate import AccuracyReport, write_report
+
+    (tmp_path / "error-sources-p.json").write_text('{"models": [{"model": "m1"}]}')
+    with pytest.raises(ProfileError, match="error-sources file .* is malformed.*re-run"):
+        write_report(AccuracyReport("p", [_result("m1", 1.3), _result("m2", 1.0),
+                                          _result("m3", 2.1, 2)]), tmp_path)
+    assert not list(tmp_path.glob("accuracy-*")), "nothing half-written"
