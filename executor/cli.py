@@ -112,6 +112,10 @@ def print_report(report) -> None:
     for stage in report.stages:
         row("stage " + stage["device"], stage["busy_ms"], stage["predicted_ms"],
             stage.get("calibrated_ms"))
+    if report.in_flight > 1:
+        typer.echo(f"latency: predicted for one frame through an empty pipeline; up to "
+                   f"{report.in_flight} frames were in flight, so frames also waited for each "
+                   "other (--in-flight 1 measures one frame at a time)")
     if now:
         typer.echo(f"speed now: reference probe {now['probe_ms']:.2f} ms vs the profile's "
                    f"{now['profile_probe_ms']:.2f} ms (x{now['speed_factor']:.3f})")

@@ -33,11 +33,14 @@ class ExecutionReport:
     stages: list[dict[str, Any]]
     links: list[dict[str, Any]] = field(default_factory=list)
     run: RunResult | None = None
+    #: the most frames that were inside the pipeline at once
+    in_flight: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "backend": self.backend,
-                "outputs_match": self.outputs_match, "measured": self.measured,
-                "predicted": self.predicted, "stages": self.stages, "links": self.links}
+                "outputs_match": self.outputs_match, "in_flight": self.in_flight,
+                "measured": self.measured, "predicted": self.predicted,
+                "stages": self.stages, "links": self.links}
 
 
 def configure_worker_threads(workers: int, threads: int = 1) -> bool:
@@ -173,7 +176,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   "latency_p50_ms": float(np.percentile(result.latencies_ms, 50)),
                   "latency_p95_ms": float(np.percentile(result.latencies_ms, 95)),
                   "link_ms": result.link_ms},
-        predicted=predicted_row, stages=stage_rows, links=link_rows, run=result)
+        predicted=predicted_row, stages=stage_rows, links=link_rows, run=result,
+        in_flight=in_flight or len(stages) + 1)
 
 
 class _ProbeWindow:

@@ -167,6 +167,7 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
 
     out = json.loads(result.stdout)
     assert out["outputs_match"] and out["frames"] == 5 and out["backend"] == "local"
+    assert out["in_flight"] == len(plan.stages) + 1  # the default
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
@@ -212,6 +213,11 @@ def test_execute_calibrated_scales_the_prediction_by_the_probe_timed_now(tmp_pat
                                       "--frames", "3", "--calibrate", "cpu-1t-tensorflow"])
     assert result.exit_code == 0, result.output
     assert "speed now: reference probe" in result.stdout
+    # the predicted latency is one frame's: the text says frames in flight waited for each other
+    assert f"up to {len(plan.stages) + 1} frames were in flight" in result.stdout
+    one = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
+                                   "--frames", "3", "--in-flight", "1"])
+    assert one.exit_code == 0 and "latency" in one.stdout and "in flight" not in one.stdout
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
                                    "--frames", "3", "--calibrate", "no-such-profile"])
     assert bad.exit_code != 0 and "unknown device profile" in bad.output

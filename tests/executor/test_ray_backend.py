@@ -202,5 +202,6 @@ def test_cli_ray_backend_json_matches_the_contract(saved_run):
     assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     report = json.loads(out)
     assert report["backend"] == "ray" and report["outputs_match"] and report["frames"] == 6
+    assert report["in_flight"] == len(plan.stages) + 1
     assert [s["device"] for s in report["stages"]] == [s["device"] for s in plan.stages]
     assert _gone(mark) == []
