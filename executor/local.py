@@ -24,8 +24,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, progress_bar, return_s, send_s,
-                               stage_error, summarise)
+                               SerialLink, consumers, default_in_flight, progress_bar, return_s,
+                               send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
 
@@ -157,7 +157,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             lanes.append((f"{stage.device}->", lane(queues[-1], q_link_out, link_step(stage))))
             queues.append(q_link_out)
     q_final = queues[-1]
-    slots = threading.Semaphore(in_flight or len(stages) + 1)
+    slots = threading.Semaphore(in_flight or default_in_flight(len(stages)))
     threads = [guarded(name, body) for name, body in lanes]
     for thread in threads:
         thread.start()

@@ -37,6 +37,12 @@ class Event:
     end: float
 
 
+def default_in_flight(stages: int) -> int:
+    """Frames inside a pipeline at once when not told: one per stage, plus one (see
+    :func:`executor.local.run_pipeline`; the Ray backend's window is the same)."""
+    return stages + 1
+
+
 @dataclass
 class RunResult:
     frames: int

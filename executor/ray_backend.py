@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, progress_bar, return_s, send_s,
-                               stage_error, summarise)
+                               SerialLink, consumers, default_in_flight, progress_bar, return_s,
+                               send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0
@@ -215,7 +215,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
     for _, actor in actors:
         values = _get(ray, actors, actor.warm.remote(values), timeout_s)
 
-    window = window or len(actors) + 1  # as the local backend's in_flight (see there)
+    window = window or default_in_flight(len(actors))
     returns: list[Event] = []
     pending: deque = deque()
     results: dict[int, tuple[list, float, float]] = {}

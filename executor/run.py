@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from executor.local import run_pipeline
-from executor.pipeline import Fault, RunResult
+from executor.pipeline import Fault, RunResult, default_in_flight
 from executor.stages import build_stages, model_input_keys
 from partition.cost import evaluate, scale_compute
 from predictor.errors import DnnsplitError
@@ -177,7 +177,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   "latency_p95_ms": float(np.percentile(result.latencies_ms, 95)),
                   "link_ms": result.link_ms},
         predicted=predicted_row, stages=stage_rows, links=link_rows, run=result,
-        in_flight=in_flight or len(stages) + 1)
+        in_flight=in_flight or default_in_flight(len(stages)))
 
 
 class _ProbeWindow:
