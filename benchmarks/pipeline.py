@@ -9,12 +9,13 @@ model on one worker (everything on w1), on the same backend (``--backend ray``: 
 actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
 pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs
 match. With threads, the single worker shares a process whose TensorFlow inter-op pool
-holds 2 threads (a model with parallel branches can use both cores), so the single worker is
-also run strictly, in a fresh process with 1 inter-op thread (``executor run`` on the
-single-worker plan), and the speed-up is given against both. In the same window it measures
-the co-run ceiling: the model's per-call time
-while two threads run it at once vs alone (``collectors/corun.py``); 2 / that factor is the
-speed-up of two perfectly balanced, overhead-free workers on this machine. Writes
+holds 2 threads (a model with parallel branches could use both cores), so it runs with every
+thread of the process on one CPU (``collectors.timing.one_cpu``); as a cross-check it is also
+run in a fresh process with 1 inter-op thread (``executor run`` on the single-worker plan),
+and the speed-up is given against both. In the same window it measures the co-run ceiling:
+the model's per-call time while two threads run it at once vs alone on one CPU
+(``collectors/corun.py``); 2 / that factor is the speed-up of two perfectly balanced,
+overhead-free workers in one process on this machine. Writes
 docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-ray*`` for Ray), with
 command, machine and date.
 """
@@ -48,6 +49,7 @@ def main(argv=None):
     tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
     from collectors.corun import corun_of_model
+    from collectors.timing import one_cpu
     from executor.run import configure_worker_threads, execute
 
     configure_worker_threads(2, 1)
@@ -80,8 +82,9 @@ def main(argv=None):
         runs, ceilings, strict = [], [], []
         single_path = single.save(Path(tempfile.mkdtemp()) / "single.json")
         for _ in range(args.repeats):  # alternate, so all see the same machine speed
-            one = execute(model, single, frames=frames, backend=args.backend,
-                          calibrate=args.profile)
+            with one_cpu():  # no effect on Ray's actors, which run with inter-op 1
+                one = execute(model, single, frames=frames, backend=args.backend,
+                              calibrate=args.profile)
             if args.backend == "local":
                 strict.append(_strict_single_fps(name, single_path, frames))
             two = execute(model, plan, frames=frames, backend=args.backend,
@@ -136,10 +139,12 @@ def main(argv=None):
         + ". Every stage is compiled and run once before timing. Period = median time "
         "between consecutive frames leaving the pipeline. Single and pipelined runs alternate "
         f"{args.repeats} times; the row is the run with the median speed-up, the range is "
-        "over all runs (the machine drifts by up to 1.4x within minutes). Co-run ceiling = 2 / "
-        "(per-call time of the whole model while two threads run it at once / alone), median "
-        "of one measurement after each pair of runs: no 2-worker pipeline of this model can "
-        "beat it on this machine (the two cores share caches and memory bandwidth). Predicted "
+        "over all runs (the machine drifts by up to 1.4x within minutes). The single worker "
+        "runs with every thread of the process on one CPU (threads: the process's inter-op "
+        "pool holds 2 threads, with which a model with parallel branches would use both "
+        "cores). Co-run ceiling = 2 / (per-call time of the whole model while two threads run "
+        "it at once / alone on one CPU), median of one measurement after each pair of runs: "
+        "what two perfectly balanced workers of one process could reach here. Predicted "
         "at speed now: the plan's period with every compute time scaled by the reference "
         "probe timed just before and after the pipelined run / the profile's probe "
         "(`executor run --calibrate`). Stage busy = mean time per frame in each stage's "
@@ -194,10 +199,10 @@ def _strict_single_fps(model: str, plan_path: Path, frames: int) -> float:
 def _strict(rows) -> list[str]:
     lines = [
         "", "## Against a strictly one-thread single worker", "",
-        "The single worker above runs in the pipeline's process, whose inter-op pool holds 2 "
-        "threads; the same single-worker plan run by `executor run` in a fresh process with 1 "
-        "inter-op thread, alternated with the runs above (median of the repeats):", "",
-        "| model | single FPS, inter-op 2 (this process) | single FPS, inter-op 1 (fresh "
+        "The single worker above runs in the pipeline's process pinned to one CPU; as a "
+        "cross-check, the same single-worker plan run by `executor run` in a fresh process "
+        "with 1 inter-op thread, alternated with the runs above (median of the repeats):", "",
+        "| model | single FPS, this process on one CPU | single FPS, inter-op 1 (fresh "
         "process) | pipelined speed-up vs it (range) | co-run ceiling |",
         "|---|---|---|---|---|"]
     for r in rows:
@@ -208,19 +213,20 @@ def _strict(rows) -> list[str]:
 
 
 def _stages_alone(model, plan, profile: str, tg) -> list[dict]:
-    """Each stage's sub-model timed alone (1 thread, no co-runner, call overhead included)
-    beside its prediction scaled by the probe timed around these timings."""
+    """Each stage's sub-model timed alone (1 thread on one CPU, no co-runner, call overhead
+    included) beside its prediction scaled by the probe timed around these timings."""
     from collectors.calibrate import profile_probe_ms
     from collectors.probe import Probe
-    from collectors.timing import time_model
+    from collectors.timing import one_cpu, time_model
     from executor.stages import build_stages
     from predictor.bundle import profile_dir
 
     probe = Probe()
-    before = probe.time_ms()
     stages = build_stages(model, plan, tg)
-    timed = [time_model(s.model) for s in stages]
-    speed = (before + probe.time_ms()) / 2 / profile_probe_ms(profile_dir(profile))
+    with one_cpu():
+        before = probe.time_ms()
+        timed = [time_model(s.model) for s in stages]
+        speed = (before + probe.time_ms()) / 2 / profile_probe_ms(profile_dir(profile))
     device_ms = plan.predicted.device_ms
     index = {d: i for i, d in enumerate(plan.problem.devices)}
     return [{"device": s.device, "alone_ms": t.median_ms + t.overhead_ms,
@@ -232,8 +238,8 @@ def _alone(rows) -> list[str]:
     lines = [
         "", "## Each stage alone", "",
         "Each stage's sub-model timed alone after the runs (the collectors' protocol in "
-        "this process: intra-op 1, no co-runner, call overhead included) beside the plan's "
-        "stage time at the speed of the probe timed around it, and its busy time in the "
+        "this process on one CPU: intra-op 1, no co-runner, call overhead included) beside "
+        "the plan's stage time at the speed of the probe timed around it, and its busy time in the "
         "median pipelined run: "
         "predicted -> alone is the predictor's error on that part of the model (a split also "
         "breaks fusions and adds a call); alone -> busy is what running beside the other "

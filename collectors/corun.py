@@ -3,8 +3,11 @@
 Workers that are cores of one machine share its caches and memory bandwidth, so a pipeline
 whose stages run at once on one machine is slower per stage than the same stages timed one at
 a time (as the kernel benchmarks and the ground truth are). For every model, this times
-single calls of the whole model alone, then in ``workers`` threads calling it at once (each on
-``threads`` intra-op threads), alternating ``repeats`` times in the same window; the model's
+single calls of the whole model alone on one CPU (:func:`~collectors.timing.one_cpu`: the
+process's inter-op pool holds ``workers`` threads, with which a model with parallel branches
+alone would use more than one core and look slower together than it is), then in ``workers``
+threads calling it at once (each on ``threads`` intra-op threads), alternating ``repeats``
+times in the same window; the model's
 factor is the median of (mean time per call together / alone), the empty-call overhead
 subtracted from both. Means, not medians: a worker starved by the others makes few, long
 calls, which a median of the pooled calls would hide; the mean is the workers' throughput.
@@ -31,7 +34,7 @@ import time
 from typing import Callable, Sequence
 
 from collectors.timing import (StopRule, backend, compile_forward, configure_threads,
-                               empty_call_overhead, model_inputs)
+                               empty_call_overhead, model_inputs, one_cpu)
 from predictor.errors import DnnsplitError
 from predictor.keras_env import import_keras
 from predictor.model_source import load_model
@@ -84,17 +87,20 @@ def _together_ms(run, inputs, seconds: float, workers: int) -> float:
 
 def corun_of_call(run: Callable, inputs, workers: int = 2, repeats: int = 3,
                   seconds: float = 1.0, overhead_ms: float = 0.0) -> dict:
-    """``{"alone_ms", "together_ms", "factor"}`` of ``run(inputs)`` (see the module doc)."""
-    _calls_ms(run, inputs, min(seconds, 0.2))  # warm up (traces, allocations)
+    """``{"alone_ms", "together_ms", "factor", "alone_one_cpu"}`` of ``run(inputs)`` (see the
+    module doc; ``alone_one_cpu`` is False where the platform cannot pin threads)."""
+    with one_cpu():
+        _calls_ms(run, inputs, min(seconds, 0.2))  # warm up (traces, allocations)
     alone, together = [], []
     for _ in range(repeats):
-        alone.append(max(statistics.fmean(_calls_ms(run, inputs, seconds)) - overhead_ms,
-                         1e-6))
+        with one_cpu() as pinned:
+            alone_calls = _calls_ms(run, inputs, seconds)
+        alone.append(max(statistics.fmean(alone_calls) - overhead_ms, 1e-6))
         together.append(max(_together_ms(run, inputs, seconds, workers) - overhead_ms, 1e-6))
     factors = [t / a for a, t in zip(alone, together)]
     return {"alone_ms": round(statistics.median(alone), 4),
             "together_ms": round(statistics.median(together), 4),
-            "factor": round(statistics.median(factors), 4)}
+            "factor": round(statistics.median(factors), 4), "alone_one_cpu": pinned}
 
 
 def corun_of_model(model, workers: int = 2, repeats: int = 3, seconds: float = 1.0,
@@ -132,7 +138,7 @@ def measure_corun(models: Sequence[str] = DEFAULT_MODELS, threads: int = 1, work
     return {
         "factor": round(statistics.median(m["factor"] for m in per_model.values()), 4),
         "about": "per-call time of a whole model while `workers` threads of the same machine "
-                 "run it at once, divided by its time alone (collectors/corun.py)",
+                 "run it at once, divided by its time alone on one CPU (collectors/corun.py)",
         "workers": workers, "threads": threads, "backend": backend(),
         "keras_version": keras.__version__, "machine": f"{platform.node()} "
         f"({platform.machine()}, {platform.processor() or 'cpu'})",

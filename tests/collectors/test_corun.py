@@ -1,6 +1,7 @@
 """Co-run slowdown: workers that contend for one resource show it, workers that do not, do not."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +32,22 @@ def test_independent_workers_run_at_full_speed_together():
                            seconds=0.15, overhead_ms=1.0)
     assert 0.8 < result["factor"] < 1.3
     assert 2.5 <= result["alone_ms"] < 4.5  # the overhead is subtracted
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux thread affinity and two CPUs")
+def test_alone_runs_on_one_cpu_and_together_on_all_of_them():
+    seen = {"alone": set(), "together": set()}
+
+    def record(_):
+        side = "alone" if threading.current_thread() is threading.main_thread() else "together"
+        seen[side].add(frozenset(os.sched_getaffinity(0)))
+        time.sleep(0.002)
+
+    result = corun_of_call(record, None, workers=2, repeats=2, seconds=0.05)
+    assert result["alone_one_cpu"] is True
+    assert seen["alone"] == {frozenset({min(os.sched_getaffinity(0))})}
+    assert seen["together"] == {frozenset(os.sched_getaffinity(0))}
 
 
 def test_a_failing_worker_is_reported_not_hung():
