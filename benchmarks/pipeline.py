@@ -215,18 +215,15 @@ def _strict(rows) -> list[str]:
 def _stages_alone(model, plan, profile: str, tg) -> list[dict]:
     """Each stage's sub-model timed alone (1 thread on one CPU, no co-runner, call overhead
     included) beside its prediction scaled by the probe timed around these timings."""
-    from collectors.calibrate import profile_probe_ms
-    from collectors.probe import Probe
+    from collectors.calibrate import ProbeWindow
     from collectors.timing import one_cpu, time_model
     from executor.stages import build_stages
-    from predictor.bundle import profile_dir
 
-    probe = Probe()
     stages = build_stages(model, plan, tg)
+    window = ProbeWindow(profile)
     with one_cpu():
-        before = probe.time_ms()
         timed = [time_model(s.model) for s in stages]
-        speed = (before + probe.time_ms()) / 2 / profile_probe_ms(profile_dir(profile))
+    speed = window.factor()
     device_ms = plan.predicted.device_ms
     index = {d: i for i, d in enumerate(plan.problem.devices)}
     return [{"device": s.device, "alone_ms": t.median_ms + t.overhead_ms,

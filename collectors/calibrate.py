@@ -6,11 +6,12 @@ at): multiply a prediction made from that profile by it to get the machine's pre
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from collectors.probe import Probe
-from collectors.timing import configure_threads
-from predictor.bundle import kernel_csvs
+from collectors.timing import configure_threads, one_cpu
+from predictor.bundle import kernel_csvs, profile_dir
 from predictor.records import StoreError, read_rows, reference_probe_ms
 
 
@@ -30,3 +31,32 @@ def calibrate(threads: int = 1, data_dir: str | Path | None = None) -> dict:
         reference = profile_probe_ms(data_dir)
         result.update(profile_probe_ms=reference, factor=now / reference)
     return result
+
+
+class ProbeWindow:
+    """The reference probe timed before some work (on creation) and after it (:meth:`factor`).
+
+    With ``one_thread`` (workers of one intra-op thread, as the profile's probe was timed) it
+    is timed on one CPU: a process whose inter-op pool holds a thread per worker would
+    otherwise run the probe's parallel ops on more than one core.
+
+    >>> window = ProbeWindow("cpu-1t-tensorflow")   # doctest: +SKIP
+    >>> ...                                         # the work, e.g. a pipelined run
+    >>> window.factor(), window.probe_ms             # doctest: +SKIP
+    """
+
+    def __init__(self, profile: str, one_thread: bool = True):
+        self.reference = profile_probe_ms(profile_dir(profile))
+        self._probe = Probe()
+        self._one_thread = one_thread
+        self._before = self._time()
+        self.probe_ms = self._before
+
+    def _time(self) -> float:
+        with one_cpu() if self._one_thread else contextlib.nullcontext():
+            return self._probe.time_ms()
+
+    def factor(self) -> float:
+        """Present speed vs the profile: mean probe time around the work / the profile's."""
+        self.probe_ms = (self._before + self._time()) / 2
+        return self.probe_ms / self.reference

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from collectors.calibrate import ProbeWindow
 from executor.local import run_pipeline
 from executor.pipeline import Fault, RunResult, default_in_flight
 from executor.stages import build_stages, model_input_keys
@@ -133,7 +133,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
              for pair, link in problem.links.items()} if emulate_links else None
     common = dict(links=links, first_device=problem.devices[0], devices=devices,
                   keep_outputs=check_frames, fault=fault, progress=progress)
-    probe = _ProbeWindow(calibrate, one_thread=threads == 1) if calibrate else None
+    probe = ProbeWindow(calibrate, one_thread=threads == 1) if calibrate else None
     if backend == "ray":
         from executor.ray_backend import run_pipeline_ray
 
@@ -179,33 +179,3 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   "link_ms": result.link_ms},
         predicted=predicted_row, stages=stage_rows, links=link_rows, run=result,
         in_flight=in_flight or default_in_flight(len(stages)))
-
-
-class _ProbeWindow:
-    """The reference probe timed before a run (on creation) and after it (:meth:`factor`).
-
-    With ``one_thread`` (workers of one intra-op thread, as the profile's probe was timed) it
-    is timed on one CPU: the executor's inter-op pool holds a thread per worker, and the
-    probe's parallel ops would otherwise use more than one core."""
-
-    def __init__(self, profile: str, one_thread: bool = True):
-        from collectors.calibrate import profile_probe_ms
-        from collectors.probe import Probe
-        from predictor.bundle import profile_dir
-
-        self.reference = profile_probe_ms(profile_dir(profile))
-        self._probe = Probe()
-        self._one_thread = one_thread
-        self._before = self._time()
-        self.probe_ms = self._before
-
-    def _time(self) -> float:
-        from collectors.timing import one_cpu
-
-        with one_cpu() if self._one_thread else contextlib.nullcontext():
-            return self._probe.time_ms()
-
-    def factor(self) -> float:
-        """Present speed vs the profile: mean probe time around the run / the profile's."""
-        self.probe_ms = (self._before + self._time()) / 2
-        return self.probe_ms / self.reference
