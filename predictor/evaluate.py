@@ -80,8 +80,8 @@ class AccuracyReport:
 
     def goal_verdict(self) -> str:
         """One markdown line: the promised accuracy, and whether these results meet it."""
-        beyond = sorted({r.model for r in self.results if abs(r.error_norm) > GOAL_MAX_ERROR})
-        n_beyond = sum(abs(r.error_norm) > GOAL_MAX_ERROR for r in self.results)
+        far = [r for r in self.results if abs(r.error_norm) > GOAL_MAX_ERROR]
+        beyond, n_beyond = sorted({r.model for r in far}), len(far)
         within, rho = self.fraction_within(0.10), self.spearman()
         met = within >= GOAL_WITHIN_10 and not beyond and rho >= GOAL_SPEARMAN
         return (f"**Goal** (at least {GOAL_WITHIN_10:.0%} of held-out results within ±10%, "
