@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -121,6 +123,35 @@ def one_cpu(cpu: int | None = None):
         yield True
     finally:
         _pin_all_threads(before)
+
+
+def cpu_blocks(n: int, per: int = 1) -> list[set[int]] | None:
+    """``n`` disjoint sets of ``per`` CPUs each from those this process may run on, in order
+    (one per worker process to pin); None when there are not that many or the OS cannot pin.
+
+    >>> cpu_blocks(2)        # on a machine with 2 CPUs    # doctest: +SKIP
+    [{0}, {1}]
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    available = sorted(os.sched_getaffinity(0))
+    if n * per > len(available):
+        return None
+    return [set(available[i * per:(i + 1) * per]) for i in range(n)]
+
+
+@contextlib.contextmanager
+def main_not_reimported():
+    """Start (spawn) processes in this block without their re-running the caller's
+    ``__main__``: a spawned child imports the parent's main script, and one without an
+    ``if __name__ == "__main__"`` guard would run again. For children whose code is all in
+    importable modules."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _pin_all_threads(cpus) -> None:

@@ -36,8 +36,10 @@ def run_command(
     model: str = typer.Argument(..., help="the model the plan was made for"),
     plan: str = typer.Option(..., help="plan JSON written by `partition plan --out`"),
     frames: int = typer.Option(50, min=1, help="frames to push through the pipeline"),
-    backend: str = typer.Option("local", help="local (threads in this process) or ray (a "
-                                "process per stage; needs dnnsplit[distributed])"),
+    backend: str = typer.Option("local", help="local (threads in this process), processes (a "
+                                "process per stage on this machine, shared memory between) "
+                                "or ray (a process per stage, across machines; needs "
+                                "dnnsplit[distributed])"),
     threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
     keras_device: list[str] = typer.Option(
         [], "--keras-device", help="PLAN_DEVICE=KERAS_DEVICE, e.g. server=gpu:0 (repeatable)"),

@@ -54,6 +54,7 @@ class RunResult:
     link_ms: dict[str, float]  # mean per frame, per link lane
     events: list[Event] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)  # stage device -> Ray node id (ray)
+    cpus: dict[str, list[int]] = field(default_factory=dict)  # -> CPUs it ran on (processes)
 
 
 def transfer_s(nbytes: int, link: Mapping[str, float]) -> float:
@@ -96,6 +97,15 @@ def consumers(stages: Sequence[Stage]) -> dict[Key, set[str]]:
         for key in stage.input_keys:
             readers.setdefault(key, set()).add(stage.device)
     return readers
+
+
+def keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
+    """Per stage: the keys still needed after it (by later stages or as model outputs)."""
+    keep, later = [], set(output_keys)
+    for stage in reversed(stages):
+        keep.append(set(later))
+        later |= set(stage.input_keys)
+    return keep[::-1]
 
 
 def send_s(stage: Stage, values: Mapping[Key, np.ndarray], readers: Mapping[Key, set[str]],

@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, progress_bar, return_s,
-                               send_s, stage_error, summarise)
+                               SerialLink, consumers, default_in_flight, keep_sets, progress_bar,
+                               return_s, send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0
@@ -117,15 +117,6 @@ class StageWorker:
         return values, start if started is None else started, end
 
 
-def _keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
-    """Per stage: the keys still needed after it (by later stages or as model outputs)."""
-    keep, later = [], set(output_keys)
-    for stage in reversed(stages):
-        keep.append(set(later))
-        later |= set(stage.input_keys)
-    return keep[::-1]
-
-
 #: A local instance returns objects up to this size inline (through the caller's gRPC), not
 #: through the shared-memory object store: frames then cost the raylet nothing. Measured on
 #: the 2-core VM (MobileNetV2, two stages): period 12.8 ms -> 9.7-10.4 ms.
@@ -193,7 +184,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
          threads, placement, keep_outputs, window, timeout_s, fault, progress) -> RunResult:
     readers = consumers(stages)
     producer = {key: s.device for s in stages for key in s.output_keys}
-    keep = _keep_sets(stages, output_keys)
+    keep = keep_sets(stages, output_keys)
     stage_actor = ray.remote(StageWorker)
     upstream = None
     for i, stage in enumerate(stages):

@@ -18,10 +18,9 @@ from executor.pipeline import Fault, RunResult, default_in_flight
 from executor.stages import build_stages, model_input_keys
 from partition.cost import evaluate, scale_compute
 from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
 from predictor.model_graph import TaskGraph
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "processes", "ray")
 
 
 @dataclass
@@ -102,7 +101,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
-    ``placement`` are for the Ray backend (see :mod:`executor.ray_backend`).
+    ``placement`` are for the Ray backend (see :mod:`executor.ray_backend`). Backends:
+    ``local`` (a thread per stage, :mod:`executor.local`), ``processes`` (a process per stage
+    on this machine, :mod:`executor.processes`), ``ray`` (:mod:`executor.ray_backend`).
     ``calibrate`` names the device profile the plan's costs were predicted from: the
     reference probe is timed on this machine just before and after the run, and the plan's
     prediction is also given at the machine's present speed (``predicted["calibrated"]``: every
@@ -117,10 +118,11 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         raise DnnsplitError("--frames must be at least 1")
     if in_flight is not None and in_flight < 1:
         raise DnnsplitError("--in-flight must be at least 1")
-    if backend == "local" and (address or placement):
+    if backend != "ray" and (address or placement):
         raise DnnsplitError("--address and --ray-node need --backend ray")
     if backend == "local" and fault is not None and fault.kind == "exit":
-        raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend ray")
+        raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend "
+                            "processes or ray")
     unknown = sorted((set(devices or {}) | set(placement or {})) - set(plan.problem.devices))
     if unknown:
         raise DnnsplitError(f"devices {unknown} are not in the plan (its devices: "
@@ -140,6 +142,12 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         result = run_pipeline_ray(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   threads=threads, address=address, placement=placement,
                                   window=in_flight, **common)
+    elif backend == "processes":
+        from executor.processes import run_pipeline_processes
+
+        result = run_pipeline_processes(stages, data, model_input_keys(tg),
+                                        list(tg.output_sources), threads=threads,
+                                        in_flight=in_flight, **common)
     else:
         result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
                               in_flight=in_flight, **common)
@@ -158,6 +166,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     for row in stage_rows:
         if row["device"] in result.nodes:
             row["ray_node"] = result.nodes[row["device"]]
+        if row["device"] in result.cpus:
+            row["cpus"] = result.cpus[row["device"]]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
     predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,

@@ -1,0 +1,365 @@
+"""Run stages as a pipeline of local processes: one per stage, frames through shared memory.
+
+Threads of one process share the framework's runtime, and there they slow each other down:
+on the 2-core VM two threads each running MobileNetV2 took 1.17-1.35x their time alone, two
+processes pinned to the two cores 0.98x (``benchmarks/corun_processes.py``). Here each stage
+runs in a process of its own (spawned: a fresh interpreter that builds the stage from its
+pickled sub-model, compiles it and runs it once), pinned to CPUs of its own when the machine
+has enough (``threads`` per stage), with ``threads`` threads per op and one inter-op thread.
+
+Frames travel between consecutive processes through rings of slots in shared memory (one
+slot holds every tensor that crosses that boundary; the shapes are fixed by the model, so
+a slot is written and read in place, one copy each way) with two semaphores per ring: frames
+stay in order and a slow stage holds the ones before it back (backpressure). This process
+writes the inputs into the first ring, at most ``in_flight`` frames ahead of the outputs it
+reads from the last one. Links are emulated as in the Ray backend: each stage process holds a
+frame until the link from the stage before would have delivered it
+(:class:`~executor.pipeline.SerialLink` on the wall clock, which all processes share).
+
+Faults: a stage that raises, or a worker process that dies (``Fault(kind="exit")``, a crash,
+the OOM killer), stops the run within a second with an error that names the stage; so does
+Ctrl-C (the workers ignore it and are stopped by this process). Every worker is stopped
+(terminated, then killed) before :func:`run_pipeline_processes` returns or raises; a worker
+whose parent disappears exits by itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import time
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from collectors.timing import cpu_blocks, main_not_reimported
+from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+                               SerialLink, consumers, default_in_flight, keep_sets,
+                               progress_bar, return_s, send_s, stage_error, summarise)
+from executor.stages import Key, Stage
+
+__all__ = ["Ring", "run_pipeline_processes"]
+
+POLL_S = 0.1
+START_TIMEOUT_S = 180.0
+_END = -1.0  # the frame number that ends the stream
+_ALIGN = 64
+
+
+class _Stop(Exception):
+    pass
+
+
+class Ring:
+    """``slots`` slots of fixed-shape arrays in shared memory, from one process to the next.
+
+    ``layout`` lists ``(key, shape, dtype)`` of what one frame carries. Each end keeps its own
+    position, so a ring has one writer and one reader. Pass it to a process when starting it.
+
+    >>> ring = Ring(multiprocessing.get_context("spawn"), [(("x", 0), (2,), "float32")], 2)
+    >>> ring.put(0, 1.0, 2.0, {("x", 0): np.ones(2, "float32")}, lambda: True)
+    >>> ring.get(lambda: True)[0], ring.get_count
+    (0, 1)
+    """
+
+    def __init__(self, ctx, layout: Sequence[tuple[Key, tuple, str]], slots: int):
+        self.layout = [(tuple(k), tuple(int(d) for d in shape), str(np.dtype(dtype)))
+                       for k, shape, dtype in layout]
+        self.offsets, size = [], 0
+        for _, shape, dtype in self.layout:
+            self.offsets.append(size)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            size += -(-nbytes // _ALIGN) * _ALIGN
+        self.slot_bytes, self.slots = size, slots
+        self.data = ctx.RawArray("b", max(1, size * slots))
+        self.header = ctx.RawArray("d", 3 * slots)  # frame, started, ready
+        self.free, self.filled = ctx.Semaphore(slots), ctx.Semaphore(0)
+        self.put_count = self.get_count = 0
+        self._views = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_views"} | {"_views": None}
+
+    def _slot(self, i: int):
+        if self._views is None:
+            raw = np.frombuffer(self.data, dtype=np.uint8)
+            self._views = [[raw[s * self.slot_bytes + off:].view(dtype)[:int(np.prod(shape))]
+                            .reshape(shape) for (_, shape, dtype), off
+                            in zip(self.layout, self.offsets)] for s in range(self.slots)]
+        return self._views[i]
+
+    def put(self, frame: int, started: float, ready: float, values: Mapping[Key, Any],
+            going) -> None:
+        """Write a frame (``frame = -1`` ends the stream); waits for a free slot while
+        ``going()``."""
+        _acquire(self.free, going)
+        i = self.put_count % self.slots
+        if frame >= 0:
+            for (key, _, _), view in zip(self.layout, self._slot(i)):
+                view[...] = values[key]
+        self.header[3 * i:3 * i + 3] = [float(frame), started, ready]
+        self.put_count += 1
+        self.filled.release()
+
+    def get(self, going, keep: bool = True) -> tuple[int, float, float, dict]:
+        """The next frame: ``(frame, started, ready, values copied out)`` (no values if not
+        ``keep``)."""
+        _acquire(self.filled, going)
+        i = self.get_count % self.slots
+        frame, started, ready = self.header[3 * i:3 * i + 3]
+        values = {key: view.copy() for (key, _, _), view in zip(self.layout, self._slot(i))} \
+            if keep and frame >= 0 else {}
+        self.get_count += 1
+        self.free.release()
+        return int(frame), started, ready, values
+
+
+def _acquire(semaphore, going) -> None:
+    while not semaphore.acquire(timeout=POLL_S):
+        if not going():
+            raise _Stop
+
+
+def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]],
+                           input_keys: Sequence[Key], output_keys: Sequence[Key],
+                           links: Mapping[tuple[str, str], Mapping[str, float]] | None = None,
+                           first_device: str | None = None,
+                           devices: Mapping[str, str] | None = None, threads: int = 1,
+                           cpus: Sequence[set[int]] | None | str = "auto",
+                           queue_size: int = 2, keep_outputs: int = 3,
+                           timeout_s: float = 600.0, fault: Fault | None = None,
+                           progress: bool = False, in_flight: int | None = None) -> RunResult:
+    """Push ``frames`` through ``stages``, a process each; same contract as ``run_pipeline``.
+
+    ``threads`` per stage process; ``cpus`` lists the CPUs of each stage's process
+    (``"auto"``: ``threads`` CPUs each when there are enough, see
+    :func:`~collectors.timing.cpu_blocks`; None: not pinned).
+    """
+    devices = devices or {}
+    in_flight = in_flight or default_in_flight(len(stages))
+    cpus = cpu_blocks(len(stages), threads) if cpus == "auto" else cpus
+    ctx = multiprocessing.get_context("spawn")
+    batch = np.asarray(frames[0][0]).shape[0] if frames[0] else 1
+    shapes = _shapes(stages, frames[0], input_keys, batch)
+    keep = keep_sets(stages, output_keys)
+    crossing, known = [list(input_keys)], list(input_keys)
+    for stage, kept in zip(stages, keep):  # what crosses the boundary after each stage
+        known += stage.output_keys
+        crossing.append([k for k in known if k in kept])
+    rings = [Ring(ctx, [(k, *shapes[k]) for k in keys],
+                  in_flight if b in (0, len(stages)) else queue_size)
+             for b, keys in enumerate(crossing)]
+    stop, reports = ctx.Event(), ctx.Queue()
+    readers = consumers(stages)
+    procs = []
+    try:
+        upstream = None
+        for i, stage in enumerate(stages):
+            light = replace(stage, model=None)
+            procs.append(ctx.Process(
+                target=_worker, name=f"dnnsplit-{stage.device}", daemon=True,
+                args=(light, pickle.dumps(stage.model), devices.get(stage.device), threads,
+                      None if cpus is None else cpus[i], rings[i], rings[i + 1],
+                      {k: shapes[k] for k in stage.input_keys}, stop, reports, fault, upstream,
+                      readers, links, os.getpid())))
+            upstream = light
+        with main_not_reimported():
+            for proc in procs:
+                proc.start()
+        watch = _Watch(stages, procs, stop, reports, time.monotonic() + timeout_s, timeout_s)
+        watch.wait_ready()
+        return _run(stages, frames, input_keys, output_keys, rings, watch, links,
+                    first_device, keep_outputs, in_flight, progress)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted (Ctrl-C): the pipeline was stopped") from None
+    finally:
+        stop.set()
+        _stop_all(procs)
+        reports.close()
+        reports.join_thread()
+
+
+def _shapes(stages, arrays, input_keys, batch) -> dict[Key, tuple[tuple, str]]:
+    """(shape, dtype) of every tensor a frame carries, from the model inputs and the stage
+    sub-models' symbolic outputs (fixed: the task graph refuses models with open shapes)."""
+    shapes = {k: (tuple(np.asarray(a).shape), str(np.asarray(a).dtype))
+              for k, a in zip(input_keys, arrays)}
+    for stage in stages:
+        for key, tensor in zip(stage.output_keys, stage.model.outputs):
+            shapes[key] = ((batch,) + tuple(tensor.shape[1:]), str(np.dtype(tensor.dtype)))
+    return shapes
+
+
+class _Watch:
+    """This process's view of the workers: started, failed, died, out of time."""
+
+    def __init__(self, stages, procs, stop, reports, deadline, timeout_s):
+        self.stages, self.procs, self.stop, self.reports = stages, procs, stop, reports
+        self.deadline, self.timeout_s = deadline, timeout_s
+        self.ready: dict[str, list[int] | None] = {}  # stage device -> CPUs it may run on
+        self.events: dict[str, list] = {}
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                kind, device, payload = self.reports.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "error":
+                raise ExecutorError(payload)
+            if kind == "ready":
+                self.ready[device] = payload
+            else:
+                self.events[device] = payload
+
+    def _dead(self) -> list[tuple[str, int]]:
+        """Workers that exited before reporting their events: (device, exit code)."""
+        return [(s.device, p.exitcode) for s, p in zip(self.stages, self.procs)
+                if p.exitcode is not None and s.device not in self.events]
+
+    def check(self) -> None:
+        """Raise if a worker reported an error or died, or the run is out of time."""
+        self._drain()
+        if self._dead():
+            time.sleep(POLL_S)  # what it put on its way out (an error, its events) comes first
+            self._drain()
+            for device, code in self._dead()[:1]:
+                raise ExecutorError(
+                    f"the worker process of stage on device {device!r} died (exit code "
+                    f"{code}: killed, crashed or out of memory)")
+        if time.monotonic() > self.deadline:
+            raise ExecutorError(f"the pipeline did not finish within {self.timeout_s:g} s")
+
+    def going(self) -> bool:
+        self.check()
+        return True
+
+    def wait_ready(self) -> None:
+        limit = time.monotonic() + START_TIMEOUT_S
+        while len(self.ready) < len(self.stages):
+            self.check()
+            if time.monotonic() > limit:
+                missing = [s.device for s in self.stages if s.device not in self.ready]
+                raise ExecutorError(f"the worker processes for {missing} did not start within "
+                                    f"{START_TIMEOUT_S:g} s")
+            time.sleep(0.05)
+
+    def wait_events(self) -> list[Event]:
+        while len(self.events) < len(self.stages):
+            self.check()
+            time.sleep(0.02)
+        return [Event(*e) for device in self.events for e in self.events[device]]
+
+
+def _run(stages, frames, input_keys, output_keys, rings, watch, links, first_device,
+         keep_outputs, in_flight, progress) -> RunResult:
+    returned = 0.0  # the outputs' trip back to the first device: the same for every frame
+    if links and first_device is not None:
+        layout = {key: (shape, dtype) for key, shape, dtype in rings[-1].layout}
+        producer = {key: s.device for s in stages for key in s.output_keys}
+        returned = return_s([np.empty(*layout[k]) for k in output_keys], output_keys,
+                            producer, first_device, links)
+    results: dict[int, tuple[list, float, float]] = {}
+    returns: list[Event] = []
+    back = SerialLink(clock=time.time)
+    bar = progress_bar(len(frames), progress)
+    fed = 0
+    try:
+        while len(results) < len(frames):
+            while fed < len(frames) and fed - len(results) < in_flight:
+                rings[0].put(fed, -1.0, time.time(), dict(zip(input_keys, frames[fed])),
+                             watch.going)
+                fed += 1
+            frame, started, ready, values = rings[-1].get(
+                watch.going, keep=len(results) < keep_outputs)
+            done = time.time()
+            if returned:
+                start, arrival = back.carry(ready, returned, wait=False)
+                returns.append(Event("return", frame, start, arrival))
+                done = max(done, arrival)
+            results[frame] = ([values[k] for k in output_keys] if values else [], started, done)
+            if bar is not None:
+                bar.update(1)
+        rings[0].put(-1, 0.0, 0.0, {}, watch.going)
+        events = watch.wait_events()
+    finally:
+        if bar is not None:
+            bar.close()
+    result = summarise(stages, len(frames), results, returns + events)
+    result.cpus = {device: cpus for device, cpus in watch.ready.items() if cpus is not None}
+    return result
+
+
+def _stop_all(procs) -> None:
+    deadline = time.monotonic() + 5
+    for proc in procs:
+        if proc.pid is not None:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2)
+
+
+def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, input_shapes,
+            stop, reports, fault, upstream, readers, links, parent) -> None:
+    """A stage process: set up, report ready, then frames from ``ring_in`` to ``ring_out``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU (JAX)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before the framework starts its threads
+
+    def going() -> bool:
+        return not stop.is_set() and os.getppid() == parent
+
+    try:
+        from executor.local import compile_stage
+        from executor.run import configure_worker_threads
+        from predictor.keras_env import import_keras
+
+        import_keras()
+        configure_worker_threads(1, threads)
+        run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
+        run([np.zeros(*input_shapes[k]) for k in stage.input_keys])  # compiled before timing
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, named
+        reports.put(("error", stage.device, str(stage_error(stage.device, exc))))
+        return
+    reports.put(("ready", stage.device, sorted(os.sched_getaffinity(0))
+                 if hasattr(os, "sched_getaffinity") else None))
+    link = SerialLink(clock=time.time)
+    events = []
+    try:
+        while True:
+            frame, started, ready, values = ring_in.get(going)
+            if frame < 0:
+                ring_out.put(-1, 0.0, 0.0, {}, going)
+                break
+            if upstream is not None and links:
+                seconds = send_s(upstream, values, readers, links)
+                if seconds:
+                    start, arrival = link.carry(ready, seconds)
+                    events.append((f"{upstream.device}->next", frame, start, arrival))
+            start = time.time()
+            try:
+                if fault is not None:
+                    fault.trigger(stage.device, frame)
+                values.update(zip(stage.output_keys,
+                                  run([values[k] for k in stage.input_keys])))
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, named
+                reports.put(("error", stage.device, str(stage_error(stage.device, exc))))
+                stop.set()
+                return
+            end = time.time()
+            events.append((stage.device, frame, start, end))
+            ring_out.put(frame, start if started < 0 else started, end, values, going)
+    except _Stop:
+        return
+    reports.put(("events", stage.device, events))
