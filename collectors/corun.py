@@ -113,6 +113,80 @@ def corun_of_model(model, workers: int = 2, repeats: int = 3, seconds: float = 1
     return corun_of_call(run, inputs, workers, repeats, seconds, overhead)
 
 
+def corun_of_model_in_processes(model, workers: int = 2, repeats: int = 3,
+                                 seconds: float = 1.0, threads: int = 1) -> dict:
+    """:func:`corun_of_model` with a process per worker instead of a thread: each a fresh
+    process pinned to ``threads`` CPUs of its own (:func:`~collectors.timing.cpu_blocks`),
+    with one inter-op thread. "Alone" is the first of them while the others wait.
+
+    Threads of one process also contend inside the framework's runtime; processes share only
+    the hardware (MobileNetV2 on the 2-core VM: 1.17-1.35 in threads, 0.98 in processes).
+    """
+    import multiprocessing
+    import pickle
+
+    from collectors.timing import cpu_blocks, main_not_reimported
+
+    cpus = cpu_blocks(workers, threads)
+    if cpus is None:
+        raise CoRunError(f"{workers} workers of {threads} thread(s) need {workers * threads} "
+                         "CPUs of their own to run at once in processes")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    data = pickle.dumps(model)
+    procs = [ctx.Process(target=_corun_process, daemon=True,
+                         args=(i, data, cpus[i], threads, repeats, seconds, barrier, out))
+             for i in range(workers)]
+    with main_not_reimported():
+        for proc in procs:
+            proc.start()
+    try:
+        results = dict(out.get(timeout=300 + 4 * repeats * seconds) for _ in procs)
+    except Exception as exc:  # noqa: BLE001 - a worker that failed or hung
+        barrier.abort()
+        raise CoRunError(f"a co-run process failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    if any(isinstance(r, str) for r in results.values()):
+        raise CoRunError(next(r for r in results.values() if isinstance(r, str)))
+    alone = results[0][0]
+    together = [statistics.fmean(results[i][1][r] for i in results) for r in range(repeats)]
+    factors = [t / a for a, t in zip(alone, together)]
+    return {"alone_ms": round(statistics.median(alone), 4),
+            "together_ms": round(statistics.median(together), 4),
+            "factor": round(statistics.median(factors), 4), "processes": True}
+
+
+def _corun_process(index, model_bytes, cpus, threads, repeats, seconds, barrier, out) -> None:
+    import os
+    import pickle
+
+    os.sched_setaffinity(0, cpus)
+    try:
+        configure_threads(threads, inter_op=1)
+        model = pickle.loads(model_bytes)
+        inputs = model_inputs(model)
+        run = compile_forward(model)
+        _calls_ms(run, inputs, 0.2)  # warm up (traces, allocations)
+        overhead = empty_call_overhead(inputs, None, OVERHEAD_RULE)
+        alone, together = [], []
+        for _ in range(repeats):
+            barrier.wait()
+            if index == 0:
+                alone.append(max(statistics.fmean(_calls_ms(run, inputs, seconds)) - overhead,
+                                 1e-6))
+            barrier.wait()
+            together.append(max(statistics.fmean(_calls_ms(run, inputs, seconds)) - overhead,
+                                1e-6))
+        out.put((index, (alone, together)))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        out.put((index, f"co-run process {index}: {type(exc).__name__}: {exc}"))
+        barrier.abort()
+
+
 def measure_corun(models: Sequence[str] = DEFAULT_MODELS, threads: int = 1, workers: int = 2,
                   repeats: int = 3, seconds: float = 1.0, device: str | None = None,
                   progress: bool = True) -> dict:

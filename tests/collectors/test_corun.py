@@ -10,7 +10,9 @@ import time
 import keras
 import pytest
 
-from collectors.corun import CoRunError, corun_of_call, corun_of_model, measure_corun
+from collectors.corun import (CoRunError, corun_of_call, corun_of_model,
+                             corun_of_model_in_processes, measure_corun)
+from collectors.timing import cpu_blocks
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -67,6 +69,17 @@ def test_a_keras_model_gets_a_plausible_factor():
     result = corun_of_model(model, workers=2, repeats=1, seconds=0.1)
     assert result["alone_ms"] > 0 and result["together_ms"] > 0
     assert 0.3 < result["factor"] < 5
+
+
+@pytest.mark.skipif(cpu_blocks(2) is None, reason="needs two CPUs to pin two processes")
+def test_a_keras_model_in_two_pinned_processes_gets_a_plausible_factor():
+    model = keras.Sequential([keras.Input((32, 32, 8)), keras.layers.Conv2D(16, 3),
+                              keras.layers.ReLU()])
+    result = corun_of_model_in_processes(model, workers=2, repeats=2, seconds=0.1)
+    assert result["processes"] is True and result["alone_ms"] > 0
+    assert 0.3 < result["factor"] < 5
+    with pytest.raises(CoRunError, match="CPUs of their own"):
+        corun_of_model_in_processes(model, workers=10_000)
 
 
 def test_fewer_than_two_workers_or_no_models_is_refused():
