@@ -1,12 +1,14 @@
 """Pipelining on this machine: two 1-thread CPU workers vs the best single worker.
 
     python benchmarks/pipeline.py [--models ResNet50 MobileNetV2 VGG16] [--frames 40]
-                                  [--profile cpu-1t-tensorflow] [--backend local|ray]
+                                  [--profile cpu-1t-tensorflow]
+                                  [--backend local|processes|ray]
 
 For each model: the throughput plan (dp) over two workers w1, w2 with the profile's predicted
 costs and a fast link (10 Gbps, no latency), run by the executor; and the same
-model on one worker (everything on w1), on the same backend (``--backend ray``: one Ray
-actor process per stage, in one local Ray instance started once). Reports single-worker FPS,
+model on one worker (everything on w1), on the same backend (``--backend processes``: one
+process per stage, pinned to a core of its own; ``--backend ray``: one Ray actor process per
+stage, in one local Ray instance started once). Reports single-worker FPS,
 pipelined FPS, speed-up, measured vs predicted period, per-frame latency, and whether outputs
 match. With threads, the single worker shares a process whose TensorFlow inter-op pool
 holds 2 threads (a model with parallel branches could use both cores), so it runs with every
@@ -15,14 +17,16 @@ run in a fresh process with 1 inter-op thread (``executor run`` on the single-wo
 and the speed-up is given against both. In the same window it measures the co-run ceiling:
 the model's per-call time while two threads run it at once vs alone on one CPU
 (``collectors/corun.py``); 2 / that factor is the speed-up of two perfectly balanced,
-overhead-free workers in one process on this machine. Writes
-docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-ray*`` for Ray), with
-command, machine and date.
+overhead-free workers in one process on this machine (with ``--backend processes``: two
+processes pinned to the two cores, ``corun_of_model_in_processes``). Writes
+docs/pipeline.md and docs/pipeline-<model>.png (timelines; ``pipeline-<backend>*`` for the
+other backends), with command, machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -44,11 +48,11 @@ def main(argv=None):
                         help="single/pipelined runs alternated in the same window")
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=str(ROOT / "docs"))
-    parser.add_argument("--backend", default="local", choices=["local", "ray"])
+    parser.add_argument("--backend", default="local", choices=["local", "processes", "ray"])
     args = parser.parse_args(argv)
     tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
-    from collectors.corun import corun_of_model
+    from collectors.corun import corun_of_model, corun_of_model_in_processes
     from collectors.timing import one_cpu
     from executor.run import configure_worker_threads, execute
 
@@ -82,7 +86,7 @@ def main(argv=None):
         runs, ceilings, strict = [], [], []
         single_path = single.save(Path(tempfile.mkdtemp()) / "single.json")
         for _ in range(args.repeats):  # alternate, so all see the same machine speed
-            with one_cpu():  # no effect on Ray's actors, which run with inter-op 1
+            with one_cpu() if args.backend == "local" else contextlib.nullcontext():
                 one = execute(model, single, frames=frames, backend=args.backend,
                               calibrate=args.profile)
             if args.backend == "local":
@@ -90,7 +94,9 @@ def main(argv=None):
             two = execute(model, plan, frames=frames, backend=args.backend,
                           calibrate=args.profile)
             runs.append((one, two))
-            ceilings.append(2 / corun_of_model(model, workers=2, repeats=1)["factor"])
+            corun = corun_of_model_in_processes if args.backend == "processes" \
+                else corun_of_model
+            ceilings.append(2 / corun(model, workers=2, repeats=1)["factor"])
         speedups = sorted(t.measured["throughput_fps"] / o.measured["throughput_fps"]
                           for o, t in runs)
         strict_speedups = sorted(t.measured["throughput_fps"] / fps
@@ -135,16 +141,12 @@ def main(argv=None):
         f"Two workers of one thread each ({_workers(args.backend)}), costs predicted "
         f"by the `{args.profile}` profile, dp throughput plan; frames of batch 1 (enough for "
         "about 4 s per run); the link between workers is emulated as 10 Gbps, no latency"
-        + (" (emulated by the receiving stage actor)" if args.backend == "ray" else "")
+        + (" (emulated by the receiving stage)" if args.backend != "local" else "")
         + ". Every stage is compiled and run once before timing. Period = median time "
         "between consecutive frames leaving the pipeline. Single and pipelined runs alternate "
         f"{args.repeats} times; the row is the run with the median speed-up, the range is "
-        "over all runs (the machine drifts by up to 1.4x within minutes). The single worker "
-        "runs with every thread of the process on one CPU (threads: the process's inter-op "
-        "pool holds 2 threads, with which a model with parallel branches would use both "
-        "cores). Co-run ceiling = 2 / (per-call time of the whole model while two threads run "
-        "it at once / alone on one CPU), median of one measurement after each pair of runs: "
-        "what two perfectly balanced workers of one process could reach here. Predicted "
+        "over all runs (the machine drifts by up to 1.4x within minutes). "
+        + _single_and_ceiling(args.backend) + " Predicted "
         "at speed now: the plan's period with every compute time scaled by the reference "
         "probe timed just before and after the pipelined run / the profile's probe "
         "(`executor run --calibrate`). Stage busy = mean time per frame in each stage's "
@@ -273,7 +275,27 @@ def _breakdown(rows) -> list[str]:
 def _workers(backend: str) -> str:
     if backend == "ray":
         return "TensorFlow, a Ray actor process per worker, intra-op 1, inter-op 1"
+    if backend == "processes":
+        return ("TensorFlow, a process per worker pinned to a core of its own, intra-op 1, "
+                "inter-op 1, frames through shared memory")
     return "TensorFlow threads in one process, intra-op 1, inter-op 2"
+
+
+def _single_and_ceiling(backend: str) -> str:
+    """How the single worker and the co-run ceiling were measured, in words."""
+    if backend == "processes":
+        return ("The single worker is one such process (pinned to one core). Co-run ceiling "
+                "= 2 / (per-call time of the whole model while two processes pinned to the "
+                "two cores run it at once / one of them alone), median of one measurement "
+                "after each pair of runs: what two perfectly balanced worker processes could "
+                "reach here.")
+    return ("The single worker runs with every thread of the process on one CPU (threads: the "
+            "process's inter-op pool holds 2 threads, with which a model with parallel "
+            "branches would use both cores). Co-run ceiling = 2 / (per-call time of the whole "
+            "model while two threads run it at once / alone on one CPU), median of one "
+            "measurement after each pair of runs: what two perfectly balanced workers of one "
+            "process could reach here" + ("" if backend == "local" else
+                                          " (threads: Ray's actors are processes)") + ".")
 
 
 def _all_on_first(problem):
