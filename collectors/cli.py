@@ -104,15 +104,19 @@ def models_command(
 def corun_command(
     names: Optional[list[str]] = typer.Argument(
         None, help="models (default: training models the pipeline benchmark does not use)"),
-    out: Optional[str] = typer.Option(None, help="JSON (default datasets/<profile>/corun.json)"),
+    out: Optional[str] = typer.Option(
+        None, help="JSON (default datasets/<profile>/corun.json or corun-processes.json)"),
     workers: int = typer.Option(2, min=2, help="workers running at once on this machine"),
     threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
     repeats: int = typer.Option(3, min=1, help="alone/together alternations per model"),
     device: Optional[str] = typer.Option(None, help="Keras device, e.g. cpu:0"),
     profile: Optional[str] = typer.Option(None, help="profile name"),
+    processes: bool = typer.Option(
+        False, "--processes", help="workers are pinned processes (executor --backend processes)"
+        " instead of threads of one process (--backend local)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Co-run slowdown of whole models while WORKERS threads run at once; saved as JSON."""
+    """Co-run slowdown of whole models while WORKERS threads (or processes) run at once."""
     import sys
 
     from collectors.collect import default_profile
@@ -120,9 +124,11 @@ def corun_command(
     from predictor.files import write_json_atomic
 
     result = measure_corun(names or DEFAULT_MODELS, threads=threads, workers=workers,
-                           repeats=repeats, device=device, progress=not quiet)
+                           repeats=repeats, device=device, progress=not quiet,
+                           processes=processes)
     result["command"] = "collectors " + " ".join(sys.argv[1:])
-    path = out or f"datasets/{profile or default_profile(threads, device)}/corun.json"
+    name = "corun-processes.json" if processes else "corun.json"
+    path = out or f"datasets/{profile or default_profile(threads, device)}/{name}"
     write_json_atomic(path, result)
     for name, row in result["models"].items():
         typer.echo(f"{name:20s} alone {row['alone_ms']:9.2f} ms  together "

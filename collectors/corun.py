@@ -119,8 +119,10 @@ def corun_of_model_in_processes(model, workers: int = 2, repeats: int = 3,
     process pinned to ``threads`` CPUs of its own (:func:`~collectors.timing.cpu_blocks`),
     with one inter-op thread. "Alone" is the first of them while the others wait.
 
-    Threads of one process also contend inside the framework's runtime; processes share only
-    the hardware (MobileNetV2 on the 2-core VM: 1.17-1.35 in threads, 0.98 in processes).
+    The ceiling of the executor's ``processes`` backend (``collectors corun --processes``).
+    Whole models co-run alike either way on the 2-core VM (2026-11-25 01:37-01:45 UTC, the
+    9 default models: x1.027 in processes, x1.017 in threads); the two backends differ in
+    how much of that ceiling a pipeline reaches (``docs/pipeline*.md``).
     """
     import multiprocessing
     import pickle
@@ -189,12 +191,18 @@ def _corun_process(index, model_bytes, cpus, threads, repeats, seconds, barrier,
 
 def measure_corun(models: Sequence[str] = DEFAULT_MODELS, threads: int = 1, workers: int = 2,
                   repeats: int = 3, seconds: float = 1.0, device: str | None = None,
-                  progress: bool = True) -> dict:
-    """Co-run factors of ``models`` and their median (the profile's factor), as a dict."""
+                  progress: bool = True, processes: bool = False) -> dict:
+    """Co-run factors of ``models`` and their median (the profile's factor), as a dict.
+
+    ``processes``: the workers are pinned processes (:func:`corun_of_model_in_processes`, the
+    executor's ``processes`` backend) instead of threads of this process (the ``local`` one).
+    """
     if workers < 2:
         raise CoRunError(f"workers must be >= 2 to run at once, got {workers}")
     if not models:
         raise CoRunError("give at least one model")
+    if processes and device not in (None, "cpu", "cpu:0"):
+        raise CoRunError(f"co-run in processes measures CPU workers, not {device!r}")
     configure_threads(threads, inter_op=workers)
     keras = import_keras()
     per_model = {}
@@ -205,15 +213,20 @@ def measure_corun(models: Sequence[str] = DEFAULT_MODELS, threads: int = 1, work
         names = tqdm(models, unit="model", desc="co-run")
     for name in names:
         model = load_model(name)
-        per_model[name] = corun_of_model(model, workers, repeats, seconds, device)
+        if processes:
+            per_model[name] = corun_of_model_in_processes(model, workers, repeats, seconds,
+                                                          threads)
+        else:
+            per_model[name] = corun_of_model(model, workers, repeats, seconds, device)
         del model
         keras.backend.clear_session()
         gc.collect()
+    kind = "pinned processes" if processes else "threads"
     return {
         "factor": round(statistics.median(m["factor"] for m in per_model.values()), 4),
-        "about": "per-call time of a whole model while `workers` threads of the same machine "
+        "about": f"per-call time of a whole model while `workers` {kind} of the same machine "
                  "run it at once, divided by its time alone on one CPU (collectors/corun.py)",
-        "workers": workers, "threads": threads, "backend": backend(),
+        "workers": workers, "processes": processes, "threads": threads, "backend": backend(),
         "keras_version": keras.__version__, "machine": f"{platform.node()} "
         f"({platform.machine()}, {platform.processor() or 'cpu'})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),

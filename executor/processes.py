@@ -1,11 +1,13 @@
 """Run stages as a pipeline of local processes: one per stage, frames through shared memory.
 
-Threads of one process share the framework's runtime, and there they slow each other down:
-on the 2-core VM two threads each running MobileNetV2 took 1.17-1.35x their time alone, two
-processes pinned to the two cores 0.98x (``benchmarks/corun_processes.py``). Here each stage
-runs in a process of its own (spawned: a fresh interpreter that builds the stage from its
-pickled sub-model, compiles it and runs it once), pinned to CPUs of its own when the machine
-has enough (``threads`` per stage), with ``threads`` threads per op and one inter-op thread.
+Threads of one process share the interpreter and the framework's runtime, and there they
+slow each other down: on the 2-core VM, two 1-thread stages as threads reached 1.61-1.75x a
+single worker (``docs/pipeline.md``), as pinned processes 1.74-1.86x
+(``docs/pipeline-processes.md``; ``benchmarks/pipeline.py --backend processes``). Here each
+stage runs in a process of its own (spawned: a fresh interpreter that builds the stage from
+its pickled sub-model, compiles it and runs it once), pinned to CPUs of its own when the
+machine has enough (``threads`` per stage), with ``threads`` threads per op and one inter-op
+thread.
 
 Frames travel between consecutive processes through rings of slots in shared memory (one
 slot holds every tensor that crosses that boundary; the shapes are fixed by the model, so
