@@ -48,6 +48,8 @@ def main(argv=None):
                         help="times each model and its stages are timed (back to back)")
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--tag", default="",
+                        help="appended to the report's name: stage-accuracy-<profile>-<tag>.md")
     args = parser.parse_args(argv)
 
     from collectors.timing import configure_threads
@@ -73,7 +75,7 @@ def main(argv=None):
     bundle = load_bundle(args.profile)
     profile_probe = profile_probe_ms(profile_dir(args.profile))
     split = _split()
-    name_out = profile_dir(args.profile).name
+    name_out = profile_dir(args.profile).name + (f"-{args.tag}" if args.tag else "")
     out = Path(args.out or ROOT / "docs")
     probe = Probe()
     rows, models = [], []
@@ -215,7 +217,7 @@ def _report(args, argv, rows, models, profile) -> str:
         "imbalance = slowest stage alone / mean stage alone (1.0 = the plan balanced the real "
         "times perfectly); sum / whole = the stages alone added up / the whole model (what "
         "cutting costs: broken fusions, one call per stage, and timing noise).", "",
-        "| model | split | whole ms | predicted ms | ratio | "
+        "| model | split | whole ms | predicted ms | ratio (rounds min–max) | "
         + " | ".join(f"k={k} period ms measured (predicted) | k={k} imbalance | k={k} sum / whole"
                      for k in args.stages) + " | probe before -> after ms |",
         "|---|---|---|---|---|" + "---|---|---|" * len(args.stages) + "---|"]
@@ -225,15 +227,17 @@ def _report(args, argv, rows, models, profile) -> str:
             f" | {m[f'period_k{k}']['imbalance']:.3f} | {m[f'period_k{k}']['sum_over_whole']:.3f}"
             for k in args.stages)
         lines.append(f"| {m['model']} | {m['split']} | {m['whole_ms']:.1f} | "
-                     f"{m['predicted_ms']:.1f} | {m['ratio']:.3f} | {periods} | "
+                     f"{m['predicted_ms']:.1f} | {m['ratio']:.3f} ({min(m['ratio_rounds']):.3f}"
+                     f"–{max(m['ratio_rounds']):.3f}) | {periods} | "
                      + ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in m["probe_ms"]) + " |")
     lines += ["", "## Every stage", "",
-              "| model | k | stage | layers | predicted ms | alone ms | ratio | ratio / whole |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| model | k | stage | layers | predicted ms | alone ms | ratio | ratio / whole "
+              "(rounds min–max) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['k']} | {r['stage']} | {r['layers']} | "
                      f"{r['predicted_ms']:.2f} | {r['alone_ms']:.2f} | {r['ratio']:.3f} | "
-                     f"{r['relative']:.3f} |")
+                     f"{r['relative']:.3f} ({min(r['relative_rounds']):.3f}–"
+                     f"{max(r['relative_rounds']):.3f}) |")
     return "\n".join(lines) + "\n"
 
 
