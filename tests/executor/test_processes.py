@@ -65,6 +65,22 @@ def test_two_stages_run_pinned_to_cpus_of_their_own():
     assert cpu_blocks(10_000, 1) is None  # more stages than CPUs: nothing pinned
 
 
+def test_stages_left_unpinned_still_give_the_unsplit_outputs():
+    """More stage threads than CPUs (cpu_blocks is None): the processes share every CPU."""
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    tg = TaskGraph.from_keras(model)
+    frames = random_frames(model, 4, seed=2)
+    result = run_pipeline_processes(build_stages(model, plan, tg), frames, model_input_keys(tg),
+                                    list(tg.output_sources), links={}, first_device="a",
+                                    cpus=None, keep_outputs=4)
+    everywhere = sorted(os.sched_getaffinity(0))
+    assert result.cpus == {"a": everywhere, "b": everywhere}  # what each process ran on
+    for arrays, outputs in zip(frames, result.outputs):
+        for r, o in zip(_reference(model, arrays), outputs):
+            np.testing.assert_allclose(np.asarray(r), o, rtol=1e-4, atol=1e-5)
+
+
 def test_a_failing_stage_stops_the_run_quickly_and_names_the_stage():
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
