@@ -30,6 +30,23 @@ def devices_command(as_json: bool = typer.Option(False, "--json")) -> None:
     typer.echo(f"backend {keras.backend.backend()}: {', '.join(devices)}")
 
 
+@app.command("relay")
+@user_errors
+def relay_command(
+    port: int = typer.Option(5301, help="TCP port"),
+    host: str = typer.Option("0.0.0.0", help="address to listen on"),
+) -> None:
+    """Echo frames back to `executor run --relay HOST:PORT` (a real link to measure; Ctrl-C
+    stops)."""
+    from executor.relay import serve_relay
+
+    try:
+        serve_relay(host, port, lambda: typer.echo(f"relay listening on {host}:{port}",
+                                                    err=True))
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command("run")
 @user_errors
 def run_command(
@@ -49,6 +66,10 @@ def run_command(
         [], "--ray-node", help="ray: PLAN_DEVICE=RESOURCE runs that stage on a node started "
         "with --resources '{\"RESOURCE\": 1}' (repeatable)"),
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
+    relay: Optional[str] = typer.Option(
+        None, help="local backend: links are real TCP connections through the `executor "
+        "relay` at HOST:PORT (put it behind the network to try), or `local` for one on "
+        "loopback, instead of emulated"),
     as_json: bool = typer.Option(False, "--json"),
     timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
     in_flight: Optional[int] = typer.Option(
@@ -75,7 +96,7 @@ def run_command(
                      devices=parse_pairs(keras_device, "--keras-device"), address=address,
                      placement=parse_pairs(ray_node, "--ray-node"),
                      fault=Fault.parse(fault) if fault else None, progress=not as_json,
-                     calibrate=calibrate, in_flight=in_flight)
+                     calibrate=calibrate, in_flight=in_flight, relay=relay)
     if timeline:
         from executor.timeline import plot_timeline
 
@@ -114,6 +135,14 @@ def print_report(report) -> None:
     for stage in report.stages:
         row("stage " + stage["device"], stage["busy_ms"], stage["predicted_ms"],
             stage.get("calibrated_ms"))
+    order = [stage["device"] for stage in report.stages]
+    for i, sender in enumerate(order[:-1]):
+        measured = m.get("link_ms", {}).get(f"{sender}->next")
+        if measured is not None:  # what the plan sends from it to the stages after it
+            predicted = sum(link["predicted_ms"] for link in report.links
+                            if link["link"].split("->") in ([sender, d] for d in order[i + 1:]))
+            row(f"link {sender}->{order[i + 1]}" + ("+" if i + 2 < len(order) else ""),
+                measured, predicted)
     if report.in_flight > 1:
         typer.echo(f"latency: predicted for one frame through an empty pipeline; up to "
                    f"{report.in_flight} frames were in flight, so frames also waited for each "

@@ -7,7 +7,9 @@ consecutive stages a link thread holds each frame until the plan's links would h
 tensors the earlier stage produced for later stages (``latency + bytes*8/mbps`` per
 destination device, one transfer at a time from when the stage finished:
 :class:`~executor.pipeline.SerialLink`); outputs produced off the first device are sent back
-over their link (the frame is done when they would arrive).
+over their link (the frame is done when they would arrive). With ``relay``, links are real
+TCP connections instead (:mod:`executor.relay`): the tensors a stage produced for later stages
+cross, once, the connection to the next stage, and arrive when the relay has echoed them back.
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
 not counted). A stage that raises stops the whole run within a second, with an error naming
@@ -19,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +30,9 @@ from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResu
                                send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
+
+if TYPE_CHECKING:
+    from executor.relay import SocketLink
 
 __all__ = ["ExecutorError", "RunResult", "compile_stage", "run_pipeline"]
 
@@ -57,7 +62,8 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
                  first_device: str | None = None,
                  devices: Mapping[str, str] | None = None, queue_size: int = 2,
                  keep_outputs: int = 3, timeout_s: float = 600.0, fault: Fault | None = None,
-                 progress: bool = False, in_flight: int | None = None) -> RunResult:
+                 progress: bool = False, in_flight: int | None = None,
+                 relay: tuple[str, int] | None = None) -> RunResult:
     """Push ``frames`` through ``stages`` pipelined; see the module docstring.
 
     ``links`` maps (from device, to device) to ``{"latency_ms", "mbps"}`` (None: no emulation);
@@ -67,6 +73,8 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     others (queued frames add to every frame's latency, not to the throughput). Measured on
     ResNet50 in two stages: p50 latency 259 ms without a cap (queues of 2), 135-140 ms
     with the default, same period within the machine's noise.
+    ``relay``: the address of an echo relay; links between stages are then real sockets
+    through it (and ``links`` is not emulated on top).
     """
     devices = devices or {}
     stop = threading.Event()
@@ -74,8 +82,11 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     events: list[Event] = []
     events_lock = threading.Lock()
     compiled = [compile_stage(s, devices.get(s.device)) for s in stages]
-    _warm_up(stages, compiled, frames[0], input_keys)
+    shapes = _warm_up(stages, compiled, frames[0], input_keys)
     readers = consumers(stages)
+    sockets = _socket_links(stages, readers, shapes, relay) if relay else {}
+    if sockets:
+        links = None
     producer = {key: s.device for s in stages for key in s.output_keys}
 
     def record(lane, frame, start, end):
@@ -106,7 +117,9 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             except _Stop:
                 pass
             except BaseException as exc:  # reported to the caller, never swallowed
-                errors.append(stage_error(name, exc))
+                if not stop.is_set():
+                    errors.append(exc if isinstance(exc, ExecutorError)
+                                  else stage_error(name, exc))
                 stop.set()
         return threading.Thread(target=target, name=f"dnnsplit-{name}", daemon=True)
 
@@ -148,11 +161,42 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             return frame, values, started, ready
         return process
 
+    def socket_send(link):
+        def process(frame, values, started, ready):
+            start = time.perf_counter()
+            link.send(values)
+            crossing = {key for key, _, _ in link.layout}
+            return frame, {k: v for k, v in values.items() if k not in crossing}, started, start
+        return process
+
+    def socket_receive(stage, link, q_in, q_out):
+        def body():
+            while True:
+                item = get(q_in)
+                if item is _DONE:
+                    put(q_out, _DONE)
+                    return
+                frame, values, started, start = item
+                try:
+                    values = {**values, **link.receive(lambda: not stop.is_set())}
+                except StopIteration:
+                    raise _Stop from None
+                ready = time.perf_counter()
+                record(f"{stage.device}->next", frame, start, ready)
+                put(q_out, (frame, values, started, ready))
+        return body
+
     for i, stage in enumerate(stages):
         q_stage_out = queue.Queue(maxsize=queue_size)
         lanes.append((stage.device, lane(queues[-1], q_stage_out, stage_step(i, stage))))
         queues.append(q_stage_out)
-        if i < len(stages) - 1 and links:
+        if i in sockets:
+            q_sent, q_received = queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size)
+            lanes.append((f"{stage.device}->", lane(queues[-1], q_sent, socket_send(sockets[i]))))
+            lanes.append((f"{stage.device}<-",
+                          socket_receive(stage, sockets[i], q_sent, q_received)))
+            queues += [q_sent, q_received]
+        elif i < len(stages) - 1 and links:
             q_link_out = queue.Queue(maxsize=queue_size)
             lanes.append((f"{stage.device}->", lane(queues[-1], q_link_out, link_step(stage))))
             queues.append(q_link_out)
@@ -211,6 +255,8 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
         if bar is not None:
             bar.close()
         stop.set()
+        for link in sockets.values():
+            link.close()
         for thread in threads:
             thread.join(timeout=5)
     if errors:
@@ -222,11 +268,31 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     return summarise(stages, len(frames), results, events)
 
 
-def _warm_up(stages, compiled, arrays, input_keys) -> None:
-    """Trace/compile every stage once (one frame, sequentially) so timings are steady-state."""
+def _warm_up(stages, compiled, arrays, input_keys) -> dict[Key, tuple[tuple, str]]:
+    """Trace/compile every stage once (one frame, sequentially) so timings are steady-state;
+    the shape and dtype of every tensor."""
     values = dict(zip(input_keys, arrays))
     for stage, run in zip(stages, compiled):
         try:
             values.update(zip(stage.output_keys, run([values[k] for k in stage.input_keys])))
         except Exception as exc:
             raise stage_error(stage.device, exc) from None
+    return {k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in values.items()}
+
+
+def _socket_links(stages, readers, shapes, relay) -> dict[int, SocketLink]:
+    """Stage index -> a socket link to the next stage carrying what later stages read of it."""
+    from executor.relay import SocketLink
+
+    links: dict[int, SocketLink] = {}
+    try:
+        for i, stage in enumerate(stages[:-1]):
+            later = {s.device for s in stages[i + 1:]}
+            layout = [(key, *shapes[key]) for key in stage.output_keys
+                      if readers.get(key, set()) & later]
+            links[i] = SocketLink(relay, layout, f"{stage.device}->{stages[i + 1].device}")
+    except BaseException:
+        for link in links.values():
+            link.close()
+        raise
+    return links

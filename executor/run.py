@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             emulate_links: bool = True, seed: int = 0, threads: int = 1,
             address: str | None = None, placement: dict[str, str] | None = None,
             fault: Fault | None = None, progress: bool = False,
-            calibrate: str | None = None, in_flight: int | None = None) -> ExecutionReport:
+            calibrate: str | None = None, in_flight: int | None = None,
+            relay: str | None = None) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
@@ -110,7 +112,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     compute time x probe now / the profile's probe; links unchanged). Meant for workers on
     this machine, timed with the profile's thread count.
     ``in_flight`` caps the frames inside the pipeline (default: stages + 1; see
-    :func:`executor.local.run_pipeline`).
+    :func:`executor.local.run_pipeline`). ``relay`` (local backend): ``"HOST:PORT"`` of an
+    ``executor relay``, or ``"local"`` for one on loopback: links are then real TCP
+    connections through it instead of emulated (:mod:`executor.relay`).
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
@@ -120,6 +124,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         raise DnnsplitError("--in-flight must be at least 1")
     if backend != "ray" and (address or placement):
         raise DnnsplitError("--address and --ray-node need --backend ray")
+    if relay is not None and backend != "local":
+        raise DnnsplitError("--relay needs --backend local (with ray, stages on different "
+                            "machines already talk over the network)")
     if backend == "local" and fault is not None and fault.kind == "exit":
         raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend "
                             "processes or ray")
@@ -149,8 +156,19 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                                         list(tg.output_sources), threads=threads,
                                         in_flight=in_flight, **common)
     else:
-        result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
-                              in_flight=in_flight, **common)
+        with contextlib.ExitStack() as stack:
+            if relay == "local":
+                from executor.relay import Relay
+
+                address_of_relay = stack.enter_context(Relay()).address
+            elif relay is not None:
+                from executor.relay import parse_address
+
+                address_of_relay = parse_address(relay)
+            else:
+                address_of_relay = None
+            result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
+                                  in_flight=in_flight, relay=address_of_relay, **common)
     speed = probe.factor() if probe else None
     matches = True
     for arrays, outputs in zip(data[:check_frames], result.outputs):
