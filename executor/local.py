@@ -169,22 +169,16 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             return frame, {k: v for k, v in values.items() if k not in crossing}, started, start
         return process
 
-    def socket_receive(stage, link, q_in, q_out):
-        def body():
-            while True:
-                item = get(q_in)
-                if item is _DONE:
-                    put(q_out, _DONE)
-                    return
-                frame, values, started, start = item
-                try:
-                    values = {**values, **link.receive(lambda: not stop.is_set())}
-                except StopIteration:
-                    raise _Stop from None
-                ready = time.perf_counter()
-                record(f"{stage.device}->next", frame, start, ready)
-                put(q_out, (frame, values, started, ready))
-        return body
+    def socket_receive(stage, link):
+        def process(frame, values, started, start):
+            try:
+                values = {**values, **link.receive(lambda: not stop.is_set())}
+            except StopIteration:
+                raise _Stop from None
+            ready = time.perf_counter()
+            record(f"{stage.device}->next", frame, start, ready)
+            return frame, values, started, ready
+        return process
 
     for i, stage in enumerate(stages):
         q_stage_out = queue.Queue(maxsize=queue_size)
@@ -194,7 +188,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             q_sent, q_received = queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size)
             lanes.append((f"{stage.device}->", lane(queues[-1], q_sent, socket_send(sockets[i]))))
             lanes.append((f"{stage.device}<-",
-                          socket_receive(stage, sockets[i], q_sent, q_received)))
+                          lane(q_sent, q_received, socket_receive(stage, sockets[i]))))
             queues += [q_sent, q_received]
         elif i < len(stages) - 1 and links:
             q_link_out = queue.Queue(maxsize=queue_size)
