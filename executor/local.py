@@ -27,7 +27,7 @@ import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, progress_bar, return_s,
-                               send_s, stage_error, summarise)
+                               send_s, stage_error, summarise, tensor_layouts)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
 
@@ -82,9 +82,10 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     events: list[Event] = []
     events_lock = threading.Lock()
     compiled = [compile_stage(s, devices.get(s.device)) for s in stages]
-    shapes = _warm_up(stages, compiled, frames[0], input_keys)
+    _warm_up(stages, compiled, frames[0], input_keys)
     readers = consumers(stages)
-    sockets = _socket_links(stages, readers, shapes, relay) if relay else {}
+    sockets = _socket_links(stages, readers, tensor_layouts(stages, frames[0], input_keys),
+                            relay) if relay else {}
     if sockets:
         links = None
     producer = {key: s.device for s in stages for key in s.output_keys}
@@ -262,16 +263,14 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     return summarise(stages, len(frames), results, events)
 
 
-def _warm_up(stages, compiled, arrays, input_keys) -> dict[Key, tuple[tuple, str]]:
-    """Trace/compile every stage once (one frame, sequentially) so timings are steady-state;
-    the shape and dtype of every tensor."""
+def _warm_up(stages, compiled, arrays, input_keys) -> None:
+    """Trace/compile every stage once (one frame, sequentially) so timings are steady-state."""
     values = dict(zip(input_keys, arrays))
     for stage, run in zip(stages, compiled):
         try:
             values.update(zip(stage.output_keys, run([values[k] for k in stage.input_keys])))
         except Exception as exc:
             raise stage_error(stage.device, exc) from None
-    return {k: (np.shape(v), str(np.asarray(v).dtype)) for k, v in values.items()}
 
 
 def _socket_links(stages, readers, shapes, relay) -> dict[int, SocketLink]:

@@ -108,6 +108,19 @@ def keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
     return keep[::-1]
 
 
+def tensor_layouts(stages: Sequence[Stage], arrays: Sequence[np.ndarray],
+                   input_keys: Sequence[Key]) -> dict[Key, tuple[tuple, str]]:
+    """(shape, dtype) of every tensor a frame carries, from a frame's inputs and the stage
+    sub-models' symbolic outputs (fixed: the task graph refuses models with open shapes)."""
+    shapes = {k: (tuple(np.asarray(a).shape), str(np.asarray(a).dtype))
+              for k, a in zip(input_keys, arrays)}
+    batch = np.asarray(arrays[0]).shape[0] if len(arrays) else 1
+    for stage in stages:
+        for key, tensor in zip(stage.output_keys, stage.model.outputs):
+            shapes[key] = ((batch,) + tuple(tensor.shape[1:]), str(np.dtype(tensor.dtype)))
+    return shapes
+
+
 def send_s(stage: Stage, values: Mapping[Key, np.ndarray], readers: Mapping[Key, set[str]],
            links: Mapping[tuple[str, str], Mapping[str, float]]) -> float:
     """Seconds to send what ``stage`` produced to every other device that reads it (once each)."""

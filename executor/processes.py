@@ -41,7 +41,8 @@ import numpy as np
 from collectors.timing import cpu_blocks, main_not_reimported
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, keep_sets,
-                               progress_bar, return_s, send_s, stage_error, summarise)
+                               progress_bar, return_s, send_s, stage_error, summarise,
+                               tensor_layouts)
 from executor.stages import Key, Stage
 
 __all__ = ["Ring", "run_pipeline_processes"]
@@ -145,8 +146,7 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
     in_flight = in_flight or default_in_flight(len(stages))
     cpus = cpu_blocks(len(stages), threads) if cpus == "auto" else cpus
     ctx = multiprocessing.get_context("spawn")
-    batch = np.asarray(frames[0][0]).shape[0] if frames[0] else 1
-    shapes = _shapes(stages, frames[0], input_keys, batch)
+    shapes = tensor_layouts(stages, frames[0], input_keys)
     keep = keep_sets(stages, output_keys)
     crossing, known = [list(input_keys)], list(input_keys)
     for stage, kept in zip(stages, keep):  # what crosses the boundary after each stage
@@ -183,17 +183,6 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
         _stop_all(procs)
         reports.close()
         reports.join_thread()
-
-
-def _shapes(stages, arrays, input_keys, batch) -> dict[Key, tuple[tuple, str]]:
-    """(shape, dtype) of every tensor a frame carries, from the model inputs and the stage
-    sub-models' symbolic outputs (fixed: the task graph refuses models with open shapes)."""
-    shapes = {k: (tuple(np.asarray(a).shape), str(np.asarray(a).dtype))
-              for k, a in zip(input_keys, arrays)}
-    for stage in stages:
-        for key, tensor in zip(stage.output_keys, stage.model.outputs):
-            shapes[key] = ((batch,) + tuple(tensor.shape[1:]), str(np.dtype(tensor.dtype)))
-    return shapes
 
 
 class _Watch:
