@@ -33,7 +33,7 @@ def devices_command(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("relay")
 @user_errors
 def relay_command(
-    port: int = typer.Option(5301, help="TCP port"),
+    port: int = typer.Option(5301, min=1, max=65535, help="TCP port"),
     host: str = typer.Option("0.0.0.0", help="address to listen on"),
 ) -> None:
     """Echo frames back to `executor run --relay HOST:PORT` (a real link to measure; Ctrl-C

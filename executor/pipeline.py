@@ -187,7 +187,7 @@ class Fault:
 
     For testing the fault handling end to end (``executor run --fault w2:5:exit``).
     ``exit`` ends the worker process abruptly, as a crash or the OOM killer would; it is only
-    meaningful for backends with one process per stage (Ray).
+    meaningful for backends with one process per stage (processes, Ray).
     """
 
     device: str
