@@ -1,4 +1,5 @@
-"""The same code on the JAX backend (what a GPU machine runs): timing protocol and executor.
+"""The same code on the JAX backend (what a GPU machine runs): timing protocol and executor
+(threads and a process per stage).
 
 Runs in a subprocess because this test process already loaded Keras with TensorFlow.
 """
@@ -48,6 +49,8 @@ SCRIPT = textwrap.dedent("""
     assert len(plan.stages) == 2
     report = execute(model, plan, frames=6)
     assert report.outputs_match, report.to_dict()
+    in_processes = execute(model, plan, frames=6, backend="processes")  # JAX in each process
+    assert in_processes.outputs_match, in_processes.to_dict()
     print("JAX OK", round(timing.median_ms, 4), report.measured["throughput_fps"] > 0)
 """) % str(ROOT)
 
