@@ -8,7 +8,7 @@ one by a veth pair whose outgoing side is shaped with ``tc ... tbf rate <mbps>mb
 workers of the shipped profile with that link (``--rtt-ms 0``: a veth adds microseconds),
 then the same plan run by the local backend twice, alternating: links emulated from the plan
 (the default) and real (``--relay``: the tensors cross TCP through the shaped veth to the relay
-and back; the way back is not shaped). Reported per run: the link's time per frame (sending
+and back, the model's outputs too on a connection of their own; the way back is not shaped). Reported per run: the link's time per frame (sending
 starts -> the last byte is back) next to the plan's, the period next to the plan's.
 The shaped direction carries TCP/IP headers too (about 4% at a 1500-byte MTU), which the
 plan's ``bytes * 8 / mbps`` leaves out. Writes docs/real-link.md and .json with the command,
@@ -161,7 +161,8 @@ def _report(rows, command, when, args) -> str:
         "Two 1-thread workers (threads of one process, TensorFlow), the dp throughput plan "
         f"for the link's rate from the `{args.profile}` profile (no latency). Each plan runs "
         f"{args.repeats} times with emulated links and {args.repeats} times with real ones, "
-        "alternating: `executor run --relay` sends the tensors w1 hands to w2 over TCP to an "
+        "alternating: `executor run --relay` sends the tensors w1 hands to w2 (and the "
+        "outputs w2 returns to w1) over TCP to an "
         "`executor relay` in a network namespace behind a veth shaped by `tc tbf` to the rate "
         "(this side's egress; the echo back is not shaped). Link ms = per frame, from "
         "sending starts to the last byte back (median of runs, range); period = median time "

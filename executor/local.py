@@ -9,7 +9,8 @@ destination device, one transfer at a time from when the stage finished:
 :class:`~executor.pipeline.SerialLink`); outputs produced off the first device are sent back
 over their link (the frame is done when they would arrive). With ``relay``, links are real
 TCP connections instead (:mod:`executor.relay`): the tensors a stage produced for later stages
-cross, once, the connection to the next stage, and arrive when the relay has echoed them back.
+cross, once, the connection to the next stage, the outputs made off the first device cross one
+back to it, and each arrives when the relay has echoed it back.
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
 not counted). A stage that raises stops the whole run within a second, with an error naming
@@ -85,7 +86,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     _warm_up(stages, compiled, frames[0], input_keys)
     readers = consumers(stages)
     sockets = _socket_links(stages, readers, tensor_layouts(stages, frames[0], input_keys),
-                            relay) if relay else {}
+                            relay, output_keys, first_device) if relay else {}
     if sockets:
         links = None
     producer = {key: s.device for s in stages for key in s.output_keys}
@@ -170,14 +171,14 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             return frame, {k: v for k, v in values.items() if k not in crossing}, started, start
         return process
 
-    def socket_receive(stage, link):
+    def socket_receive(event_lane, link):
         def process(frame, values, started, start):
             try:
                 values = {**values, **link.receive(lambda: not stop.is_set())}
             except StopIteration:
                 raise _Stop from None
             ready = time.perf_counter()
-            record(f"{stage.device}->next", frame, start, ready)
+            record(event_lane, frame, start, ready)
             return frame, values, started, ready
         return process
 
@@ -189,7 +190,9 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             q_sent, q_received = queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size)
             lanes.append((f"{stage.device}->", lane(queues[-1], q_sent, socket_send(sockets[i]))))
             lanes.append((f"{stage.device}<-",
-                          lane(q_sent, q_received, socket_receive(stage, sockets[i]))))
+                          lane(q_sent, q_received, socket_receive(
+                              "return" if i == len(stages) - 1 else f"{stage.device}->next",
+                              sockets[i]))))
             queues += [q_sent, q_received]
         elif i < len(stages) - 1 and links:
             q_link_out = queue.Queue(maxsize=queue_size)
@@ -273,17 +276,24 @@ def _warm_up(stages, compiled, arrays, input_keys) -> None:
             raise stage_error(stage.device, exc) from None
 
 
-def _socket_links(stages, readers, shapes, relay) -> dict[int, SocketLink]:
-    """Stage index -> a socket link to the next stage carrying what later stages read of it."""
+def _socket_links(stages, readers, shapes, relay, output_keys,
+                  first_device) -> dict[int, SocketLink]:
+    """Stage index -> a socket link to the next stage carrying what later stages read of it;
+    after the last stage, the link that returns the outputs made off ``first_device``."""
     from executor.relay import SocketLink
 
     links: dict[int, SocketLink] = {}
+    producer = {key: s.device for s in stages for key in s.output_keys}
+    back = [(key, *shapes[key]) for key in dict.fromkeys(output_keys)
+            if producer.get(key, first_device) != first_device]
     try:
         for i, stage in enumerate(stages[:-1]):
             later = {s.device for s in stages[i + 1:]}
             layout = [(key, *shapes[key]) for key in stage.output_keys
                       if readers.get(key, set()) & later]
             links[i] = SocketLink(relay, layout, f"{stage.device}->{stages[i + 1].device}")
+        if back and first_device is not None:
+            links[len(stages) - 1] = SocketLink(relay, back, f"return to {first_device}")
     except BaseException:
         for link in links.values():
             link.close()

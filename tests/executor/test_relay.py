@@ -14,6 +14,8 @@ import pytest
 from executor.pipeline import ExecutorError
 from executor.relay import Relay, SocketLink, parse_address
 from executor.run import execute, random_frames
+from executor.stages import build_stages
+from predictor.model_graph import TaskGraph
 from predictor.errors import DnnsplitError
 from tests.executor.test_pipeline import branchy_model, nested_model, plan_for
 
@@ -68,6 +70,11 @@ def test_outputs_through_real_sockets_equal_the_unsplit_model(build):
     assert all(e.end >= e.start for e in links)
     for lane in {e.lane for e in links}:  # every frame crossed every link, in order
         assert [e.frame for e in links if e.lane == lane] == list(range(8))
+    tg = TaskGraph.from_keras(model)
+    producer = {k: s.device for s in build_stages(model, plan, tg) for k in s.output_keys}
+    off_first = [k for k in tg.output_sources if producer[k] != plan.problem.devices[0]]
+    returns = [e.frame for e in report.run.events if e.lane == "return"]
+    assert off_first and returns == list(range(8))  # outputs crossed their own link back
 
 
 def test_a_missing_relay_is_a_clear_error():
