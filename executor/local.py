@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, progress_bar, return_s,
-                               send_s, stage_error, summarise, tensor_layouts)
+                               SerialLink, consumers, default_in_flight, producers, progress_bar,
+                               return_s, send_s, stage_error, summarise, tensor_layouts)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
 
@@ -85,11 +85,12 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     compiled = [compile_stage(s, devices.get(s.device)) for s in stages]
     _warm_up(stages, compiled, frames[0], input_keys)
     readers = consumers(stages)
-    sockets = _socket_links(stages, readers, tensor_layouts(stages, frames[0], input_keys),
-                            relay, output_keys, first_device) if relay else {}
+    producer = producers(stages)
+    sockets = _socket_links(stages, readers, producer,
+                            tensor_layouts(stages, frames[0], input_keys), relay, output_keys,
+                            first_device) if relay else {}
     if sockets:
         links = None
-    producer = {key: s.device for s in stages for key in s.output_keys}
 
     def record(lane, frame, start, end):
         with events_lock:
@@ -276,14 +277,13 @@ def _warm_up(stages, compiled, arrays, input_keys) -> None:
             raise stage_error(stage.device, exc) from None
 
 
-def _socket_links(stages, readers, shapes, relay, output_keys,
+def _socket_links(stages, readers, producer, shapes, relay, output_keys,
                   first_device) -> dict[int, SocketLink]:
     """Stage index -> a socket link to the next stage carrying what later stages read of it;
     after the last stage, the link that returns the outputs made off ``first_device``."""
     from executor.relay import SocketLink
 
     links: dict[int, SocketLink] = {}
-    producer = {key: s.device for s in stages for key in s.output_keys}
     back = [(key, *shapes[key]) for key in dict.fromkeys(output_keys)
             if producer.get(key, first_device) != first_device]
     try:

@@ -99,6 +99,11 @@ def consumers(stages: Sequence[Stage]) -> dict[Key, set[str]]:
     return readers
 
 
+def producers(stages: Sequence[Stage]) -> dict[Key, str]:
+    """Tensor key -> the device of the stage that makes it."""
+    return {key: stage.device for stage in stages for key in stage.output_keys}
+
+
 def keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
     """Per stage: the keys still needed after it (by later stages or as model outputs)."""
     keep, later = [], set(output_keys)

@@ -41,8 +41,8 @@ import numpy as np
 from collectors.timing import cpu_blocks, main_not_reimported
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, keep_sets,
-                               progress_bar, return_s, send_s, stage_error, summarise,
-                               tensor_layouts)
+                               producers, progress_bar, return_s, send_s, stage_error,
+                               summarise, tensor_layouts)
 from executor.stages import Key, Stage
 
 __all__ = ["Ring", "run_pipeline_processes"]
@@ -251,7 +251,7 @@ def _run(stages, frames, input_keys, output_keys, rings, watch, links, first_dev
     returned = 0.0  # the outputs' trip back to the first device: the same for every frame
     if links and first_device is not None:
         layout = {key: (shape, dtype) for key, shape, dtype in rings[-1].layout}
-        producer = {key: s.device for s in stages for key in s.output_keys}
+        producer = producers(stages)
         returned = return_s([np.empty(*layout[k]) for k in output_keys], output_keys,
                             producer, first_device, links)
     results: dict[int, tuple[list, float, float]] = {}

@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, keep_sets, progress_bar,
-                               return_s, send_s, stage_error, summarise)
+                               SerialLink, consumers, default_in_flight, keep_sets, producers,
+                               progress_bar, return_s, send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0
@@ -183,7 +183,7 @@ def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndar
 def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device, devices,
          threads, placement, keep_outputs, window, timeout_s, fault, progress) -> RunResult:
     readers = consumers(stages)
-    producer = {key: s.device for s in stages for key in s.output_keys}
+    producer = producers(stages)
     keep = keep_sets(stages, output_keys)
     stage_actor = ray.remote(StageWorker)
     upstream = None
