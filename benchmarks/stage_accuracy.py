@@ -13,8 +13,8 @@ geometric mean over rounds, times the mean). Each is compared with its predictio
 probe's present speed:
 
 - whole: ``predictor predict``'s total (kernels x model-level correction + one call overhead);
-- stage: the plan's stage time (the per-layer shares of the kernel predictions it balanced)
-  plus one call overhead (a stage is one compiled call; the plan itself leaves it out).
+- stage: the plan's stage time (the per-layer shares of the kernel predictions it balanced,
+  plus the one call overhead the plan counts per stage: a stage is one compiled call).
 
 Times include the empty call (a stage in a pipeline pays it). ``stage / whole`` divides a
 stage's error by its model's: what is left is the error the whole-model figure hides (per-type
@@ -113,9 +113,9 @@ def main(argv=None):
                     speed = (before + after) / 2 / profile_probe
                     ms = timed[p][position]
                     times.append(ms)
-                    ratios.append(ms / (base * speed + bundle.call_overhead_ms * speed))
+                    ratios.append(ms / (base * speed))  # the plan counts the stage's call
                     relative.append(ratios[-1] / w)
-                pred = (base + bundle.call_overhead_ms) * _mean_speed(rounds, profile_probe)
+                pred = base * _mean_speed(rounds, profile_probe)
                 alone.append(statistics.mean(times))
                 predicted.append(pred)
                 rows.append({"model": name, "k": k, "stage": position + 1,

@@ -87,7 +87,8 @@ def plan_command(
     table = load_costs(costs) if costs else None
     algorithms = list(DEFAULT_ALGORITHMS) if algorithm == "all" else [algorithm]
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
-    problem = problem_from_graph(tg, specs, links, table)
+    problem = problem_from_graph(tg, specs, links, table and table.compute_ms,
+                                 table and table.call_overhead_ms)
     plans = make_plans(problem, objective, algorithms)
     if out:
         for plan in plans:

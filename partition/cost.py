@@ -19,8 +19,9 @@ from partition.problem import IndexedProblem, PlanError, Problem
 class Predicted:
     """Objective values of one assignment.
 
-    ``latency_ms``: one frame, everything sequential (sum of compute and transfers).
-    ``period_ms``: the largest per-device compute sum or per-link transfer sum.
+    ``latency_ms``: one frame, everything sequential (sum of compute, call overheads and
+    transfers). ``period_ms``: the largest per-device compute sum (its call overhead included)
+    or per-link transfer sum.
     ``monotone``: every edge goes from device i to device j >= i (a valid pipeline; the final
     return of outputs to d1 is exempt). ``throughput_fps`` is ``1000 / period_ms`` for a
     monotone assignment and 0 otherwise (a non-monotone split cannot be pipelined as stages).
@@ -52,7 +53,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, str]) -> Predicted:
 
 
 def scale_compute(problem: Problem, factor: float) -> Problem:
-    """The same problem with every compute time multiplied by ``factor`` (links unchanged).
+    """The same problem with every compute time and call overhead times ``factor`` (not links).
 
     E.g. a plan's prediction at the machine's present speed: ``factor`` = the reference probe
     timed now / the profile's (``collectors calibrate``).
@@ -61,7 +62,8 @@ def scale_compute(problem: Problem, factor: float) -> Problem:
         raise PlanError(f"a compute scale factor must be > 0, got {factor!r}")
     compute = {n: {d: ms * factor for d, ms in row.items()}
                for n, row in problem.compute_ms.items()}
-    return replace(problem, compute_ms=compute)
+    overhead = {d: ms * factor for d, ms in problem.call_overhead_ms.items()}
+    return replace(problem, compute_ms=compute, call_overhead_ms=overhead)
 
 
 def destinations(ip: IndexedProblem, devices: Sequence[int], u: int) -> set[int]:
@@ -79,6 +81,9 @@ def evaluate_indexed(ip: IndexedProblem, devices: Sequence[int]) -> Predicted:
     link_ms: dict[tuple[int, int], float] = {}
     compute = transfers = 0.0
     monotone = True
+    for d in {devices[u] for u in range(ip.n) if not ip.is_input[u]}:
+        device_ms[d] += ip.overhead[d]
+        compute += ip.overhead[d]
     for u in range(ip.n):
         a = devices[u]
         device_ms[a] += ip.compute[u][a]

@@ -6,7 +6,9 @@ factor scales the compute times (``:x4`` = 4x slower than the source, ``:x0.5`` 
 a what-if approximation, labelled so in the plan note). Plain ``NAME`` means ``NAME=NAME``.
 
 A costs file is JSON, either ``{"compute_ms": {node: {column: ms}}}`` or a plan file (its
-``nodes[*].compute_ms`` are reused). Input nodes may be left out (they cost nothing).
+``nodes[*].compute_ms`` are reused). Input nodes may be left out (they cost nothing). An
+optional ``"call_overhead_ms": {column: ms}`` gives the fixed cost of one compiled call on each
+column's device (plan files carry theirs); a profile's comes from its trained bundle.
 
 A link is ``A-B=FILE``: JSON ``{"latency_ms": .., "mbps": ..}`` for both directions, or
 ``{"up": {...}, "down": {...}}`` with up = A->B. Pairs without ``--link`` use ``--mbps`` and
@@ -16,7 +18,7 @@ A link is ``A-B=FILE``: JSON ``{"latency_ms": .., "mbps": ..}`` for both directi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -50,8 +52,16 @@ class DeviceSpec:
         return self.source + (f" x{self.factor:g} (what-if scaling)" if self.factor != 1 else "")
 
 
-def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
-    """Read a costs file (see the module docstring) as node -> column -> ms."""
+@dataclass(frozen=True)
+class CostsFile:
+    """A costs file's compute times (node -> column -> ms) and call overheads (column -> ms)."""
+
+    compute_ms: dict[str, dict[str, float]]
+    call_overhead_ms: dict[str, float] = field(default_factory=dict)
+
+
+def load_costs(path: str | Path) -> CostsFile:
+    """Read a costs file (see the module docstring)."""
     path = Path(path)
     data = read_json(path, "costs file", PlanError)
     try:
@@ -65,9 +75,11 @@ def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
                 '{"compute_ms": {"<node>": {"<device>": ms}}}')
         costs = {str(node): {str(col): float(ms) for col, ms in row.items()}
                  for node, row in table.items()}
+        overheads = {str(col): float(ms)
+                     for col, ms in (data.get("call_overhead_ms") or {}).items()}
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise PlanError(f"costs file {str(path)!r} is malformed: {exc}") from None
-    return costs
+    return CostsFile(costs, overheads)
 
 
 def parse_links(devices: Sequence[str], link_args: Sequence[str], mbps: float | None,
@@ -111,8 +123,9 @@ def _read_link_file(file: str) -> tuple[Link, Link]:
                         '{"latency_ms": .., "mbps": ..} or {"up": {..}, "down": {..}}') from None
 
 
-def predicted_costs(tg: TaskGraph, profile: str) -> dict[str, float]:
-    """Per-node compute time (ms) predicted for a device profile by its trained bundle."""
+def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], float]:
+    """Per-node compute time (ms) predicted for a device profile by its trained bundle, and
+    the profile's overhead of one compiled call (ms)."""
     from predictor.bundle import ProfileError, load_bundle
     from predictor.compose import predict_graph
 
@@ -121,7 +134,8 @@ def predicted_costs(tg: TaskGraph, profile: str) -> dict[str, float]:
     except ProfileError as exc:
         raise PlanError(f"no trained predictor for device profile {profile!r}: {exc}; or give "
                         "measured costs with --costs FILE") from None
-    return predict_graph(bundle, tg).node_ms
+    prediction = predict_graph(bundle, tg)  # one compiled call: one overhead
+    return prediction.node_ms, prediction.call_overhead_ms
 
 
 def _cost_column(tg: TaskGraph, costs: Mapping[str, Mapping[str, float]],
@@ -146,18 +160,29 @@ def problem_from_graph(
     devices: Sequence[DeviceSpec],
     links: Mapping[tuple[str, str], Link],
     costs: Mapping[str, Mapping[str, float]] | None = None,
+    call_overhead_ms: Mapping[str, float] | None = None,
 ) -> Problem:
-    """The partition problem of a task graph for the given devices, links and cost source."""
+    """The partition problem of a task graph for the given devices, links and cost source.
+
+    Without ``costs`` each device's compute times and call overhead are predicted by its
+    profile's bundle; with ``costs`` (node -> column -> ms) they are read from its column,
+    the overhead from ``call_overhead_ms`` (column -> ms; 0 where missing).
+    """
     if not devices:
         raise PlanError("give at least one --device")
     compute: dict[str, dict[str, float]] = {n: {} for n in tg.nodes}
-    columns: dict[str, dict[str, float]] = {}  # per source: devices may share a profile
+    overhead: dict[str, float] = {}
+    columns: dict[str, tuple[dict[str, float], float]] = {}  # per source (devices may share)
     for device in devices:
         if device.source not in columns:
-            columns[device.source] = (predicted_costs(tg, device.source) if costs is None
-                                      else _cost_column(tg, costs, device.source))
+            columns[device.source] = (
+                predicted_costs(tg, device.source) if costs is None
+                else (_cost_column(tg, costs, device.source),
+                      float((call_overhead_ms or {}).get(device.source, 0.0))))
+        column, call_ms = columns[device.source]
         for node in tg.nodes:
-            compute[node][device.name] = columns[device.source][node] * device.factor
+            compute[node][device.name] = column[node] * device.factor
+        overhead[device.name] = call_ms * device.factor
     return Problem.build(
         nodes=tg.nodes,
         edges=list(tg.graph.edges),
@@ -168,4 +193,5 @@ def problem_from_graph(
         input_nodes=tg.input_nodes,
         output_nodes=tg.output_nodes,
         node_types={n: tg.graph.nodes[n]["layer_type"] for n in tg.nodes},
+        call_overhead_ms=overhead,
     )

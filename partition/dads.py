@@ -9,7 +9,8 @@ tensor of u is charged once per direction through two virtual nodes:
 
 For throughput, DADS's heavy-load variant: the cut is constrained to a pipeline (edges only
 S -> T) and the compute weights of the two sides are swept to balance them; the best period
-found is kept. It is a heuristic (``exact=False``).
+found is kept. It is a heuristic (``exact=False``). Call overheads (once per device that runs a
+node) are not cut edges: see :func:`min_cut_latency`.
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ def dads(problem: Problem, objective: str) -> Solution:
 
 
 def min_cut_latency(ip) -> list[int]:
-    """Device (0 or 1) per node of an optimal 2-device latency plan of an indexed problem."""
-    return _min_cut(ip, weight=0.5, pipeline=False)
+    """Device (0 or 1) per node of an optimal 2-device latency plan of an indexed problem.
+
+    The cut leaves out the call overheads; every plan that uses both devices pays both, so
+    the cut is optimal among those, and the two plans that use one device are tried beside it.
+    """
+    cut = _min_cut(ip, weight=0.5, pipeline=False)
+    if not any(ip.overhead):
+        return cut
+    one_device = [[0] * ip.n, [0 if ip.is_input[u] else 1 for u in range(ip.n)]]
+    return min([cut] + one_device,
+               key=lambda plan: objective_value(evaluate_indexed(ip, plan), "latency"))
 
 
 #: Capacities are integers in units of 1/SCALE ms: networkx's max-flow is unreliable on floats.

@@ -50,6 +50,8 @@ MAX_STATE_ESTIMATE = 10_000_000
 #: Latency, k > 2, above that estimate: seconds of exact DP before the graph counts as too
 #: wide and :func:`partition.wide_latency.wide_latency` answers.
 LATENCY_WIDE_TRY_S = 0.25
+#: The device field of the latency DP's used-devices state entry (no real device is < 0).
+USED = -1
 #: Default time limits (seconds) of the exact search and of the MILP that answers instead.
 EXACT_TIME_LIMIT_S = 10.0
 FALLBACK_TIME_LIMIT_S = 20.0
@@ -204,12 +206,17 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
     k = ip.k
     remaining = [len(s) for s in ip.succs]  # consumers not yet placed
     frontier: list[int] = []  # nodes whose tensor is still needed, aligned with state tuples
-    # state: tuple of (device, sent-mask) per frontier node -> cost; back[i][state] = (prev, d)
-    states: dict[tuple, float] = {(): 0.0}
+    # state: tuple of (device, sent-mask) per frontier node -> cost; back[i][state] = (prev, d).
+    # With call overheads, a last entry (USED, mask) holds the devices already running a node
+    # (their overhead paid): like a sent-mask, more devices at no higher cost dominates.
+    track_used = any(ip.overhead)
+    states: dict[tuple, float] = {((USED, 0),) if track_used else (): 0.0}
     back: list[dict[tuple, tuple[tuple, int]]] = []
     explored = 0
     for v in order:
         slots = [frontier.index(u) for u in ip.preds[v]]
+        if track_used:  # the used-devices entry stays last
+            keep_used = len(frontier)
         for u in ip.preds[v]:
             remaining[u] -= 1
         closing = {i for i, u in enumerate(frontier) if remaining[u] == 0}
@@ -237,6 +244,12 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
                 key = tuple(entries[i] for i in keep)
                 if opens:
                     key += ((d, sent_v),)
+                if track_used:
+                    used = entries[keep_used][1]
+                    if not ip.is_input[v] and not used >> d & 1:
+                        total += ip.overhead[d]
+                        used |= 1 << d
+                    key += ((USED, used),)
                 explored += 1
                 if total < new_states.get(key, float("inf")):
                     new_states[key] = total
@@ -293,6 +306,8 @@ class _PipelineSearch:
         self.missing = [len(p) for p in ip.preds]  # unassigned predecessors
         self.open_succs = [len(s) for s in ip.succs]  # unassigned successors
         self.device_load = [0.0] * k
+        self.stage_size = [0] * k  # non-input nodes per device (its call overhead once > 0)
+        self.unassigned_free = sum(1 for u in range(n) if not ip.is_input[u])
         self.link_load = [[0.0] * k for _ in range(k)]
         # for the last stage: compute and returns of everything still unassigned
         self.unassigned_compute_last = sum(ip.compute[u][k - 1] for u in range(n))
@@ -373,6 +388,11 @@ class _PipelineSearch:
         undo = []
         self.dev[v] = i
         self.device_load[i] += ip.compute[v][i]
+        if not ip.is_input[v]:
+            self.unassigned_free -= 1
+            self.stage_size[i] += 1
+            if self.stage_size[i] == 1:
+                self.device_load[i] += ip.overhead[i]
         self.unassigned_compute_last -= ip.compute[v][k - 1]
         for u in ip.preds[v]:
             a = self.dev[u]
@@ -416,6 +436,11 @@ class _PipelineSearch:
             self.sent[u] &= ~(1 << i)
         self.unassigned_compute_last += ip.compute[v][k - 1]
         self.device_load[i] -= ip.compute[v][i]
+        if not ip.is_input[v]:
+            self.unassigned_free += 1
+            self.stage_size[i] -= 1
+            if self.stage_size[i] == 0:
+                self.device_load[i] -= ip.overhead[i]
         self.dev[v] = -1
 
     def _stage(self, i: int, available: list[int], current: float) -> None:
@@ -450,9 +475,11 @@ class _PipelineSearch:
         ip = self.ip
         k = ip.k
         last = k - 1
+        opens_call = self.stage_size[last] == 0 and self.unassigned_free > 0
         value = max(
             current,
-            self.device_load[last] + self.unassigned_compute_last,
+            self.device_load[last] + self.unassigned_compute_last
+            + (ip.overhead[last] if opens_call else 0.0),
             self.link_load[last][0] + self.unassigned_return_last if last != 0 else 0.0,
             *(self.link_load[a][last] + self.open_into_last[a] for a in range(last)),
         )

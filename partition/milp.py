@@ -2,9 +2,10 @@
 
 Variables: ``x[v,d]`` (binary) node v on device d; ``y[u,b]`` (>= 0) u's tensor is needed on
 b: ``y[u,b] >= x[v,b]`` for each consumer v, ``y[u,d1] = 1`` for outputs; ``z[u,a,b]`` (>= 0)
-u's tensor is sent a -> b: ``z[u,a,b] >= x[u,a] + y[u,b] - 1``.
-**latency**: minimise sum c x + sum t z. **throughput**: minimise P with every device's
-compute and every link's transfers <= P, and for every edge u -> v and every device d:
+u's tensor is sent a -> b: ``z[u,a,b] >= x[u,a] + y[u,b] - 1``; ``w[d]`` (in [0, 1]) device d
+runs a node and pays its call overhead o: ``w[d] >= x[v,d]`` for non-input v.
+**latency**: minimise sum c x + sum t z + sum o w. **throughput**: minimise P with every
+device's compute (with its overhead) and every link's transfers <= P, and for every edge u -> v and every device d:
 ``sum_{d' <= d} x[v,d'] <= sum_{d' <= d} x[u,d']`` (v never earlier than u).
 
 With a time limit the answer may be unproven: the solution then says ``exact=False`` and its
@@ -31,7 +32,7 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
     throughput = objective == "throughput"
     if objective not in ("latency", "throughput"):
         raise PlanError(f"unknown objective {objective!r}: use latency or throughput")
-    nvar = nx_ + ny + nz + (1 if throughput else 0)
+    nvar = nx_ + ny + nz + k + (1 if throughput else 0)
 
     def X(v, d):
         return v * k + d
@@ -41,6 +42,9 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
 
     def Z(u, p):
         return nx_ + ny + u * len(pairs) + p
+
+    def W(d):
+        return nx_ + ny + nz + d
 
     P = nvar - 1
     rows, cols, vals, lo, hi = [], [], [], [], []
@@ -67,11 +71,15 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
             add([(Y(v, 0), 1.0)], 1, np.inf)
         for p, (a, b) in enumerate(pairs):
             add([(Z(v, p), 1.0), (X(v, a), -1.0), (Y(v, b), -1.0)], -1, np.inf)
+        for d in range(k):
+            if ip.overhead[d] > 0 and not ip.is_input[v]:
+                add([(W(d), 1.0), (X(v, d), -1.0)], 0, np.inf)
     cost = np.zeros(nvar)
     if throughput:
         cost[P] = 1.0
         for d in range(k):
-            add([(X(v, d), ip.compute[v][d]) for v in range(n)] + [(P, -1.0)], -np.inf, 0)
+            add([(X(v, d), ip.compute[v][d]) for v in range(n)]
+                + [(W(d), ip.overhead[d]), (P, -1.0)], -np.inf, 0)
         for p, (a, b) in enumerate(pairs):
             add([(Z(u, p), ip.transfer[u][a][b]) for u in range(n)] + [(P, -1.0)], -np.inf, 0)
         for u in range(n):
@@ -80,6 +88,8 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
                     add([(X(v, e), 1.0) for e in range(d + 1)]
                         + [(X(u, e), -1.0) for e in range(d + 1)], -np.inf, 0)
     else:
+        for d in range(k):
+            cost[W(d)] = ip.overhead[d]
         for v in range(n):
             for d in range(k):
                 cost[X(v, d)] = ip.compute[v][d]
@@ -89,7 +99,7 @@ def milp(problem: Problem, objective: str, time_limit_s: float | None = None) ->
     integrality = np.zeros(nvar)
     integrality[:nx_] = 1
     upper = np.full(nvar, np.inf)
-    upper[:nx_ + ny + nz] = 1.0
+    upper[:nx_ + ny + nz + k] = 1.0
     options = {"disp": False, "mip_rel_gap": 1e-9}  # HiGHS's default 1e-4 is not exact
     if time_limit_s is not None:
         options["time_limit"] = float(time_limit_s)

@@ -63,6 +63,7 @@ class Plan:
             "objective": self.objective,
             "algorithm": self.algorithm,
             "devices": list(p.devices),
+            "call_overhead_ms": dict(p.call_overhead_ms),
             "links": {f"{a}->{b}": {"latency_ms": link.latency_ms, "mbps": link.mbps}
                       for (a, b), link in p.links.items()},
             "nodes": [
@@ -108,6 +109,8 @@ class Plan:
                 input_nodes=data["input_nodes"],
                 output_nodes=data["output_nodes"],
                 node_types={node["name"]: node.get("type", "") for node in data["nodes"]},
+                # plans written before call overheads were planned have none
+                call_overhead_ms=dict(data.get("call_overhead_ms") or {}),
             )
             assignment = dict(data["assignment"])
             stored = data["predicted"]

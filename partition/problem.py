@@ -3,7 +3,8 @@
 The problem is stated once in DESIGN.md. In short: devices ``d1..dk`` in pipeline order, the
 input nodes pinned to ``d1`` with zero compute, the outputs of output nodes delivered back to
 ``d1``; a tensor produced on ``a`` and needed on ``b != a`` is sent once per destination device
-and costs ``latency_ms(a->b) + bytes * 8 / (mbps(a->b) * 1000)``.
+and costs ``latency_ms(a->b) + bytes * 8 / (mbps(a->b) * 1000)``; a device that runs at least one
+(non-input) node pays its ``call_overhead_ms`` once per frame (its stage is one compiled call).
 
 >>> p = Problem.build(
 ...     nodes=["in", "a", "b"], edges=[("in", "a"), ("a", "b")],
@@ -66,6 +67,9 @@ class Problem:
     input_nodes: tuple[str, ...]
     output_nodes: tuple[str, ...]
     node_types: Mapping[str, str] = field(default_factory=dict)
+    #: per device: the fixed cost of one compiled call, paid once per frame by a device that
+    #: runs at least one non-input node (its stage); 0 where unknown
+    call_overhead_ms: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -79,6 +83,7 @@ class Problem:
         input_nodes: Sequence[str],
         output_nodes: Sequence[str],
         node_types: Mapping[str, str] | None = None,
+        call_overhead_ms: Mapping[str, float] | None = None,
     ) -> "Problem":
         """Validate and build; nodes are re-ordered topologically (inputs first, stable)."""
         devices = tuple(devices)
@@ -127,6 +132,16 @@ class Problem:
                         f"no link {a}->{b}: give one per ordered device pair "
                         "(or --mbps/--rtt-ms for all of them)"
                     )
+        overhead = {}
+        for device in devices:
+            value = float((call_overhead_ms or {}).get(device, 0.0))
+            if not (math.isfinite(value) and value >= 0):
+                raise PlanError(f"call overhead of {device!r} is {value!r}: it must be a finite "
+                                "number >= 0 ms")
+            overhead[device] = value
+        unknown = set(call_overhead_ms or {}) - set(devices)
+        if unknown:
+            raise PlanError(f"call overhead given for unknown device(s) {sorted(unknown)}")
         position = {name: i for i, name in enumerate(nodes)}
         order = list(nx.lexicographical_topological_sort(
             graph, key=lambda n: (n not in inputs, position[n])))
@@ -140,6 +155,7 @@ class Problem:
             input_nodes=tuple(input_nodes),
             output_nodes=tuple(output_nodes),
             node_types=dict(node_types or {}),
+            call_overhead_ms=overhead,
         )
 
     @cached_property
@@ -153,7 +169,8 @@ class IndexedProblem:
     """The problem with nodes and devices as integers (node i in topological order).
 
     ``transfer[u][a][b]`` is the time to send node u's output from device a to device b.
-    ``is_output[u]``: u's output must also reach device 0.
+    ``is_output[u]``: u's output must also reach device 0. ``overhead[d]``: paid once by
+    device d if it runs any non-input node.
     """
 
     n: int
@@ -164,6 +181,13 @@ class IndexedProblem:
     transfer: tuple[tuple[tuple[float, ...], ...], ...]
     is_input: tuple[bool, ...]
     is_output: tuple[bool, ...]
+    overhead: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if not self.overhead:  # none given: no call overhead on any device
+            object.__setattr__(self, "overhead", (0.0,) * self.k)
+        if len(self.overhead) != self.k:
+            raise PlanError(f"{len(self.overhead)} call overheads for {self.k} devices")
 
     @classmethod
     def of(cls, problem: Problem) -> "IndexedProblem":
@@ -198,4 +222,5 @@ class IndexedProblem:
             transfer=transfer,
             is_input=tuple(name in inputs for name in problem.nodes),
             is_output=tuple(name in outputs for name in problem.nodes),
+            overhead=tuple(problem.call_overhead_ms.get(d, 0.0) for d in devices),
         )

@@ -6,9 +6,10 @@ a short MILP:
 1. **The merged relaxation** (a lower bound): devices 2..k become one virtual device whose
    compute for a node is the cheapest among them, reached from the first device at the
    cheapest link into any of them and returning at the cheapest link back; transfers among
-   them are free. Every k-device plan maps to a plan of this 2-device problem that costs no
-   more (a tensor sent from the first device to some set of others pays at least one
-   cheapest transfer; one sent back pays at least the cheapest return), so its exact optimum
+   them are free, and its call overhead is the cheapest of theirs. Every k-device plan maps to
+   a plan of this 2-device problem that costs no more (a tensor sent from the first device to
+   some set of others pays at least one cheapest transfer; one sent back pays at least the
+   cheapest return; using some of the others pays at least one overhead), so its exact optimum
    (a min cut) bounds the k-device optimum from below. Placing each node of its virtual side
    on its cheapest device gives a real plan too.
 2. **The best plan over the first device and one other**: one exact min cut per device.
@@ -39,6 +40,7 @@ PROVEN_RTOL = 1e-9
 def pair_problem(ip: IndexedProblem, pair: tuple[int, int]) -> IndexedProblem:
     """The 2-device problem on devices ``pair`` (the first must be device 0)."""
     return replace(ip, k=2, compute=tuple(tuple(c[d] for d in pair) for c in ip.compute),
+                   overhead=tuple(ip.overhead[d] for d in pair),
                    transfer=tuple(tuple(tuple(t[a][b] for b in pair) for a in pair)
                                   for t in ip.transfer))
 
@@ -57,6 +59,7 @@ def merged_rest(ip: IndexedProblem) -> IndexedProblem:
     rest = range(1, ip.k)
     return replace(ip, k=2,
                    compute=tuple((c[0], min(c[d] for d in rest)) for c in ip.compute),
+                   overhead=(ip.overhead[0], min(ip.overhead[d] for d in rest)),
                    transfer=tuple(((0.0, min(t[0][b] for b in rest)),
                                    (min(t[a][0] for a in rest), 0.0)) for t in ip.transfer))
 

@@ -8,8 +8,9 @@ from partition.problem import Link, Problem
 
 
 def random_problem(seed: int, n: int, k: int, edge_p: float = 0.3, n_inputs: int = 1,
-                   n_outputs: int | None = None) -> Problem:
-    """A random DAG on n nodes (inputs first) with random costs, bytes and links."""
+                   n_outputs: int | None = None, call_overhead: bool = False) -> Problem:
+    """A random DAG on n nodes (inputs first) with random costs, bytes and links (and, with
+    ``call_overhead``, a random per-device call overhead, some devices none)."""
     rng = random.Random(seed)
     nodes = [f"n{i}" for i in range(n)]
     edges = set()
@@ -29,6 +30,8 @@ def random_problem(seed: int, n: int, k: int, edge_p: float = 0.3, n_inputs: int
         (a, b): Link(latency_ms=round(rng.uniform(0, 2), 3), mbps=rng.choice([10, 100, 1000]))
         for a in devices for b in devices if a != b
     }
+    overhead = ({d: rng.choice([0.0, round(rng.uniform(0.1, 6.0), 3)]) for d in devices}
+                if call_overhead else None)
     return Problem.build(
         nodes=nodes,
         edges=[(nodes[u], nodes[v]) for u, v in sorted(edges)],
@@ -38,4 +41,5 @@ def random_problem(seed: int, n: int, k: int, edge_p: float = 0.3, n_inputs: int
         links=links,
         input_nodes=nodes[:n_inputs],
         output_nodes=[nodes[u] for u in outputs],
+        call_overhead_ms=overhead,
     )

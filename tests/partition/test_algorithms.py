@@ -26,7 +26,7 @@ CASES_K3 = [(seed, 3, 3 + seed % 6) for seed in range(1000, 1090)]  # 3..8 nodes
 @pytest.mark.parametrize("seed, k, n", CASES_K2 + CASES_K3)
 def test_dp_equals_brute_force(seed, k, n, objective):
     problem = random_problem(seed, n, k, edge_p=0.3 + (seed % 3) * 0.15,
-                             n_inputs=1 + (seed % 4 == 0))
+                             n_inputs=1 + (seed % 4 == 0), call_overhead=seed % 2 == 1)
     exact, reference = dp(problem, objective), brute(problem, objective)
     assert close(exact.value, reference.value)
     predicted = evaluate(problem, exact.named(problem))
@@ -39,14 +39,16 @@ def test_dp_equals_brute_force(seed, k, n, objective):
 @pytest.mark.parametrize("seed", range(100))
 def test_dp_equals_min_cut_for_two_device_latency_on_larger_graphs(seed):
     problem = random_problem(5000 + seed, 12 + seed % 10, 2, edge_p=0.15,
-                             n_inputs=1 + seed % 2, n_outputs=1 + seed % 3)
+                             n_inputs=1 + seed % 2, n_outputs=1 + seed % 3,
+                             call_overhead=seed % 3 == 1)
     assert close(dp(problem, "latency").value, dads(problem, "latency").value)
 
 
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 @pytest.mark.parametrize("seed", range(60))
 def test_dp_is_never_worse_than_the_baselines(seed, objective):
-    problem = random_problem(7000 + seed, 6 + seed % 14, 2, edge_p=0.25)
+    problem = random_problem(7000 + seed, 6 + seed % 14, 2, edge_p=0.25,
+                             call_overhead=seed % 2 == 1)
     best = dp(problem, objective).value
     for baseline in (dads, neurosurgeon):
         solution = baseline(problem, objective)
@@ -59,7 +61,7 @@ def test_dp_is_never_worse_than_the_baselines(seed, objective):
 @pytest.mark.parametrize("seed", range(40))
 def test_every_plan_recomputes_to_its_own_prediction(seed):
     k = 2 + seed % 2
-    problem = random_problem(9000 + seed, 8, k)
+    problem = random_problem(9000 + seed, 8, k, call_overhead=seed % 4 >= 2)
     for objective in ("latency", "throughput"):
         algorithms = (dp, dads, neurosurgeon) if k == 2 else (dp,)
         for algorithm in algorithms:
@@ -170,7 +172,7 @@ def test_dp_equals_milp_on_sixteen_node_graphs(seed, k, objective):
     from partition.milp import milp
 
     problem = random_problem(20_000 + seed, 16, k, edge_p=0.2 + (seed % 3) * 0.1,
-                             n_inputs=1 + seed % 2)
+                             n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
     reference = milp(problem, objective)
     assert reference.exact
     assert close(dp(problem, objective).value, reference.value)
@@ -209,7 +211,7 @@ def best_split_along(problem, order):
 def test_a_too_wide_graph_is_split_along_one_order_and_labelled(monkeypatch, seed, k):
     import partition.dp as dp_module
 
-    problem = random_problem(seed, 9, k, n_inputs=1 + seed % 2)
+    problem = random_problem(seed, 9, k, n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
     exact = dp(problem, "throughput")
     monkeypatch.setattr(dp_module, "THROUGHPUT_EXACT_S", 0.0)  # the exact search gives up
     along = dp(problem, "throughput")
@@ -232,7 +234,8 @@ def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkey
     if milp_s is not None:
         monkeypatch.setattr(wide_module, "BUDGET_S", milp_s)
         monkeypatch.setattr(wide_module, "MILP_MIN_S", milp_s)
-    problem = random_problem(500 + seed, 8, 3, n_inputs=1 + seed % 2)
+    problem = random_problem(500 + seed, 8, 3, n_inputs=1 + seed % 2,
+                             call_overhead=seed % 2 == 1)
     exact = dp(problem, "latency")
     monkeypatch.setattr(dp_module, "MAX_STATE_ESTIMATE", 0)  # every graph is too wide
     monkeypatch.setattr(dp_module, "LATENCY_WIDE_TRY_S", 0.0)  # and the exact try gives up
@@ -262,7 +265,7 @@ def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkey
 def test_scaling_compute_scales_device_times_and_leaves_links_alone(seed):
     from partition.cost import scale_compute
 
-    problem = random_problem(seed, n=8, k=3)
+    problem = random_problem(seed, n=8, k=3, call_overhead=True)
     rng = __import__("random").Random(seed)
     assignment = {n: problem.devices[0] if n in problem.input_nodes else
                   rng.choice(problem.devices) for n in problem.nodes}
@@ -275,3 +278,68 @@ def test_scaling_compute_scales_device_times_and_leaves_links_alone(seed):
     assert evaluate(problem, assignment) == base  # the original is untouched
     with pytest.raises(PlanError, match="> 0"):
         scale_compute(problem, 0.0)
+
+
+def test_a_call_overhead_is_paid_once_by_each_device_that_runs_a_node():
+    # input -> a -> b on two devices, overheads edge 0.5 and server 2 ms, free links
+    problem = Problem.build(
+        nodes=["x", "a", "b"], edges=[("x", "a"), ("a", "b")], devices=["edge", "server"],
+        compute_ms={"x": {"edge": 0, "server": 0}, "a": {"edge": 3, "server": 1},
+                    "b": {"edge": 3, "server": 1}},
+        output_bytes={"x": 0, "a": 0, "b": 0},
+        links={("edge", "server"): Link(0, 1e6), ("server", "edge"): Link(0, 1e6)},
+        input_nodes=["x"], output_nodes=["b"], call_overhead_ms={"edge": 0.5, "server": 2})
+    on_server = evaluate(problem, {"x": "edge", "a": "server", "b": "server"})
+    assert on_server.device_ms == pytest.approx((0.0, 4.0))  # the input alone makes no call
+    assert on_server.latency_ms == pytest.approx(4.0)
+    split = evaluate(problem, {"x": "edge", "a": "edge", "b": "server"})
+    assert split.device_ms == pytest.approx((3.5, 3.0))
+    assert split.latency_ms == pytest.approx(6.5)
+    # latency: the server alone (4 ms) beats the split and the edge alone (6.5 each);
+    # throughput: the split (period 3.5) beats the single devices (4 and 6.5)
+    assert dp(problem, "throughput").named(problem) == {"x": "edge", "a": "edge",
+                                                        "b": "server"}
+    assert dp(problem, "latency").value == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("seed", range(30))
+def test_call_overheads_never_lower_the_optimum(seed, objective):
+    with_overhead = random_problem(30_000 + seed, 8, 2 + seed % 2, call_overhead=True)
+    without = random_problem(30_000 + seed, 8, 2 + seed % 2)
+    assert with_overhead.compute_ms == without.compute_ms
+    assert dp(with_overhead, objective).value >= dp(without, objective).value - 1e-9
+
+
+def test_plans_keep_their_call_overheads_and_older_plans_have_none():
+    problem = random_problem(5, 7, 3, call_overhead=True)
+    assert any(problem.call_overhead_ms.values())
+    plan = Plan.from_solution(problem, dp(problem, "throughput"))
+    again = Plan.from_dict(plan.to_dict())
+    assert again.problem.call_overhead_ms == problem.call_overhead_ms
+    assert again.predicted == plan.predicted
+    old = Plan.from_solution(random_problem(5, 7, 3), dp(random_problem(5, 7, 3), "latency"))
+    data = old.to_dict()
+    del data["call_overhead_ms"]
+    assert Plan.from_dict(data).predicted == old.predicted
+    tampered = plan.to_dict()
+    tampered["call_overhead_ms"] = {d: 0.0 for d in problem.devices}
+    with pytest.raises(PlanError, match="edited or is corrupt"):
+        Plan.from_dict(tampered)
+
+
+@pytest.mark.parametrize("overhead, message", [
+    ({"edge": -1.0}, "finite number >= 0"),
+    ({"edge": float("nan")}, "finite number >= 0"),
+    ({"phone": 1.0}, "unknown device"),
+])
+def test_bad_call_overheads_are_refused(overhead, message):
+    with pytest.raises(PlanError, match=message):
+        chain_problem_with([0, 1], [0, 1], overhead)
+
+
+def chain_problem_with(edge, server, overhead):
+    base = chain_problem(edge, server, [10] * len(edge))
+    return Problem.build(base.nodes, base.edges, base.devices, base.compute_ms,
+                         base.output_bytes, base.links, base.input_nodes, base.output_nodes,
+                         call_overhead_ms=overhead)

@@ -86,6 +86,41 @@ def test_three_devices_run_dp_only(branchy, tmp_path):
     Plan.from_dict(plans[0])
 
 
+def test_call_overheads_of_a_costs_file_reach_the_plan_and_scale_with_the_factor(branchy,
+                                                                                 tmp_path):
+    path, costs_path, tg = branchy
+    costs = json.loads(costs_path.read_text())
+    costs["call_overhead_ms"] = {"phone": 0.5, "gpu": 3.0}
+    costs_path.write_text(json.dumps(costs))
+    result = runner.invoke(app, ["plan", str(path), "--device", "edge=phone:x2", "--device",
+                                 "server=gpu", "--costs", str(costs_path), "--mbps", "10",
+                                 "--json", "--objective", "throughput"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)["plans"][0]
+    assert data["call_overhead_ms"] == {"edge": 1.0, "server": 3.0}
+    plan = Plan.from_dict(data)
+    compute = {d: sum(n["compute_ms"][d] for n in data["nodes"]
+                      if data["assignment"][n["name"]] == d and n["name"] not in tg.input_nodes)
+               for d in data["devices"]}
+    for d, ms in zip(plan.problem.devices, plan.predicted.device_ms):
+        used = any(data["assignment"][n] == d for n in tg.nodes if n not in tg.input_nodes)
+        assert ms == pytest.approx(compute[d] + (data["call_overhead_ms"][d] if used else 0))
+
+
+def test_a_profile_plans_with_its_bundles_call_overhead(branchy):
+    from partition.costs import DeviceSpec, problem_from_graph
+    from partition.problem import Link
+    from predictor.bundle import load_bundle
+
+    _, _, tg = branchy
+    links = {("a", "b"): Link(0, 100), ("b", "a"): Link(0, 100)}
+    problem = problem_from_graph(tg, [DeviceSpec("a", "cpu-1t-tensorflow"),
+                                      DeviceSpec("b", "cpu-1t-tensorflow", 3.0)], links)
+    overhead = load_bundle("cpu-1t-tensorflow").call_overhead_ms
+    assert overhead > 0
+    assert problem.call_overhead_ms == pytest.approx({"a": overhead, "b": 3 * overhead})
+
+
 def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)

@@ -19,7 +19,8 @@ def close(a, b):
 
 @pytest.mark.parametrize("seed, k", [(s, 3) for s in range(40)] + [(s, 4) for s in range(40, 60)])
 def test_the_relaxation_bounds_the_optimum_from_below_and_its_plan_from_above(seed, k):
-    problem = random_problem(700 + seed, 7, k, n_inputs=1 + seed % 2)
+    problem = random_problem(700 + seed, 7, k, n_inputs=1 + seed % 2,
+                             call_overhead=seed % 2 == 1)
     optimum = brute(problem, "latency").value
     lower, plan = relaxation_bound(problem.indexed)
     assert lower <= optimum + 1e-9
