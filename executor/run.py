@@ -127,6 +127,10 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     if relay is not None and backend != "local":
         raise DnnsplitError("--relay needs --backend local (with ray, stages on different "
                             "machines already talk over the network)")
+    if relay not in (None, "local"):
+        from executor.relay import parse_address
+
+        address_of_relay = parse_address(relay)  # a typo fails before any stage is built
     if backend == "local" and fault is not None and fault.kind == "exit":
         raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend "
                             "processes or ray")
@@ -161,11 +165,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                 from executor.relay import Relay
 
                 address_of_relay = stack.enter_context(Relay()).address
-            elif relay is not None:
-                from executor.relay import parse_address
-
-                address_of_relay = parse_address(relay)
-            else:
+            elif relay is None:
                 address_of_relay = None
             result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   in_flight=in_flight, relay=address_of_relay, **common)

@@ -69,11 +69,28 @@ def check_plan_matches(tg: TaskGraph, plan) -> None:
                 "batch size?)")
 
 
+def check_pipeline_order(tg: TaskGraph, plan) -> None:
+    """Refuse a plan that sends a tensor back to an earlier device for a layer to use.
+
+    Stages run in device order, each once per frame; a latency plan may go back and forth
+    (only its final outputs return to the first device, which every plan does).
+    """
+    order = {d: i for i, d in enumerate(plan.problem.devices)}
+    for u, v in tg.graph.edges:
+        a, b = plan.assignment[u], plan.assignment[v]
+        if order[b] < order[a]:
+            raise PlanMismatchError(
+                f"the plan runs {v!r} on {b} after {u!r} on the later device {a}: its stages "
+                "cannot run in device order, once per frame (a latency plan may go back and "
+                "forth). Make a pipeline with `partition plan --objective throughput`.")
+
+
 def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
     """Stage sub-models in pipeline order (devices without nodes are left out)."""
     keras = import_keras()
     tg = tg or TaskGraph.from_keras(model)
     check_plan_matches(tg, plan)
+    check_pipeline_order(tg, plan)
     assignment = plan.assignment
     order = {d: i for i, d in enumerate(plan.problem.devices)}
     stage_devices = [d for d in plan.problem.devices if any(assignment[n] == d for n in tg.nodes)]

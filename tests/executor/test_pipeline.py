@@ -148,6 +148,24 @@ def test_a_plan_for_another_model_is_refused():
         build_stages(nested_model(), plan)
 
 
+def test_a_plan_that_goes_back_to_an_earlier_device_is_refused():
+    from partition.plan import Plan
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    assignment = {n: "a" for n in plan.problem.nodes}
+    assignment["b"] = "b"  # a (on a) -> b (on b) -> d (back on a)
+    data = plan.to_dict()
+    data["assignment"] = assignment
+    back_and_forth = Plan.from_dict(data, check=False)
+    assert not back_and_forth.predicted.monotone
+    with pytest.raises(PlanMismatchError, match="cannot run in device order"):
+        build_stages(model, back_and_forth)
+    forward = dict(assignment, d="b", e="b", f="b", out="b")
+    data["assignment"] = forward
+    build_stages(model, Plan.from_dict(data, check=False))  # a pipeline again: accepted
+
+
 def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))

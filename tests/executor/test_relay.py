@@ -106,7 +106,7 @@ def test_a_relay_that_dies_stops_the_run_naming_the_link():
     assert time.monotonic() - start < 30
 
 
-def test_relay_is_refused_where_it_does_not_apply_and_addresses_are_checked():
+def test_relay_is_refused_where_it_does_not_apply_and_addresses_are_checked(monkeypatch):
     model = branchy_model()
     with pytest.raises(DnnsplitError, match="--relay needs --backend local"):
         execute(model, plan_for(model, devices=("a", "b")), backend="processes",
@@ -116,6 +116,14 @@ def test_relay_is_refused_where_it_does_not_apply_and_addresses_are_checked():
     for bad in ("host:port", ":5301", "host:70000"):
         with pytest.raises(ExecutorError, match="HOST:PORT"):
             parse_address(bad)
+    import executor.run as run_module
+
+    def no_stages(*args, **kwargs):
+        raise AssertionError("stages were built before the relay address was checked")
+
+    monkeypatch.setattr(run_module, "build_stages", no_stages)
+    with pytest.raises(ExecutorError, match="HOST:PORT"):
+        execute(model, plan_for(model, devices=("a", "b")), relay="10.9.0.2:port")
 
 
 def test_the_relay_command_serves_a_run(tmp_path):

@@ -116,9 +116,16 @@ def test_a_profile_plans_with_its_bundles_call_overhead(branchy):
     links = {("a", "b"): Link(0, 100), ("b", "a"): Link(0, 100)}
     problem = problem_from_graph(tg, [DeviceSpec("a", "cpu-1t-tensorflow"),
                                       DeviceSpec("b", "cpu-1t-tensorflow", 3.0)], links)
-    overhead = load_bundle("cpu-1t-tensorflow").call_overhead_ms
+    bundle = load_bundle("cpu-1t-tensorflow")
+    overhead = bundle.call_overhead_ms
     assert overhead > 0
     assert problem.call_overhead_ms == pytest.approx({"a": overhead, "b": 3 * overhead})
+    # a plan on one device predicts what the predictor predicts for the whole model
+    from partition.planner import single_device_baselines
+    from predictor.compose import predict_graph
+
+    only_a = single_device_baselines(problem, "latency")[0]
+    assert only_a.value == pytest.approx(predict_graph(bundle, tg).total_ms)
 
 
 def write(tmp_path, name, text):
