@@ -105,6 +105,10 @@ def plan_command(
     best_single = min(b.value for b in baselines)
     typer.echo(f"{tg.name}: {len(tg)} nodes, objective {objective}; devices "
                + ", ".join(f"{d.name}={d.label}" for d in specs))
+    overheads = problem.call_overhead_ms
+    if any(overheads.values()):
+        typer.echo("call overhead per stage (once per frame on each device that runs a layer): "
+                   + ", ".join(f"{d} {ms:.2f} ms" for d, ms in overheads.items()))
     typer.echo(f"{'plan':20s} {unit:>12s} {'speed-up':>9s} {'solver ms':>10s} {'exact':>6s}  stages")
     for b in baselines:
         typer.echo(f"{'only ' + b.device:20s} {b.value:12.3f} {best_single / b.value:9.2f}x")

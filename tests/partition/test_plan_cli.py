@@ -98,6 +98,9 @@ def test_call_overheads_of_a_costs_file_reach_the_plan_and_scale_with_the_factor
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)["plans"][0]
     assert data["call_overhead_ms"] == {"edge": 1.0, "server": 3.0}
+    table = runner.invoke(app, ["plan", str(path), "--device", "edge=phone:x2", "--device",
+                                "server=gpu", "--costs", str(costs_path), "--mbps", "10"])
+    assert "call overhead per stage" in table.stdout and "server 3.00 ms" in table.stdout
     plan = Plan.from_dict(data)
     compute = {d: sum(n["compute_ms"][d] for n in data["nodes"]
                       if data["assignment"][n["name"]] == d and n["name"] not in tg.input_nodes)
