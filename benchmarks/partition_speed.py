@@ -3,7 +3,8 @@
     python benchmarks/partition_speed.py [--models ResNet50 DenseNet201] [--time-limit 30]
 
 Costs are synthetic and only shape the problem (solver time is what is measured): compute
-= FLOPs / speed + 0.02 ms per node, with edge 2, mid 6 and server 20 GFLOP/s; every link
+= FLOPs / speed + 0.02 ms per node, with edge 2, mid 6 and server 20 GFLOP/s, and a call
+overhead per stage of 0.5, 0.2 and 0.05 ms (plans from profiles carry one); every link
 20 Mbps with 2.5 ms one-way latency. k = 2 uses edge+server, k = 3 edge+mid+server; "3u"
 is k = 3 with uneven links (edge<->mid 200 Mbps 0.5 ms, mid<->server 50 Mbps 2.5 ms,
 edge<->server 20 Mbps 2.5 ms), so that no device dominates the others.
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SPEED_FLOPS_PER_MS = {"edge": 2e6, "mid": 6e6, "server": 2e7}
+CALL_OVERHEAD_MS = {"edge": 0.5, "mid": 0.2, "server": 0.05}
 DEVICES = {2: ["edge", "server"], 3: ["edge", "mid", "server"], "3u": ["edge", "mid", "server"]}
 UNEVEN_LINKS = {("edge", "mid"): (0.5, 200.0), ("mid", "server"): (2.5, 50.0),
                 ("edge", "server"): (2.5, 20.0)}
@@ -40,7 +42,8 @@ def synthetic_problem(tg, k):
                  for a, b in links}
     return Problem.build(tg.nodes, list(tg.graph.edges), devices, compute,
                          {n: tg.graph.nodes[n]["output_bytes"] for n in tg.nodes},
-                         links, tg.input_nodes, tg.output_nodes)
+                         links, tg.input_nodes, tg.output_nodes,
+                         call_overhead_ms={d: CALL_OVERHEAD_MS[d] for d in devices})
 
 
 def solve(algorithm, problem, objective, time_limit):
