@@ -127,6 +127,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     if relay is not None and backend != "local":
         raise DnnsplitError("--relay needs --backend local (with ray, stages on different "
                             "machines already talk over the network)")
+    address_of_relay = None
     if relay not in (None, "local"):
         from executor.relay import parse_address
 
@@ -165,8 +166,6 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                 from executor.relay import Relay
 
                 address_of_relay = stack.enter_context(Relay()).address
-            elif relay is None:
-                address_of_relay = None
             result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   in_flight=in_flight, relay=address_of_relay, **common)
     speed = probe.factor() if probe else None

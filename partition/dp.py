@@ -215,8 +215,6 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
     explored = 0
     for v in order:
         slots = [frontier.index(u) for u in ip.preds[v]]
-        if track_used:  # the used-devices entry stays last
-            keep_used = len(frontier)
         for u in ip.preds[v]:
             remaining[u] -= 1
         closing = {i for i, u in enumerate(frontier) if remaining[u] == 0}
@@ -245,7 +243,7 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
                 if opens:
                     key += ((d, sent_v),)
                 if track_used:
-                    used = entries[keep_used][1]
+                    used = entries[-1][1]  # the used-devices entry stays last
                     if not ip.is_input[v] and not used >> d & 1:
                         total += ip.overhead[d]
                         used |= 1 << d

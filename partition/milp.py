@@ -5,8 +5,9 @@ b: ``y[u,b] >= x[v,b]`` for each consumer v, ``y[u,d1] = 1`` for outputs; ``z[u,
 u's tensor is sent a -> b: ``z[u,a,b] >= x[u,a] + y[u,b] - 1``; ``w[d]`` (in [0, 1]) device d
 runs a node and pays its call overhead o: ``w[d] >= x[v,d]`` for non-input v.
 **latency**: minimise sum c x + sum t z + sum o w. **throughput**: minimise P with every
-device's compute (with its overhead) and every link's transfers <= P, and for every edge u -> v and every device d:
-``sum_{d' <= d} x[v,d'] <= sum_{d' <= d} x[u,d']`` (v never earlier than u).
+device's compute (with its overhead) and every link's transfers <= P, and for every edge
+u -> v and every device d: ``sum_{d' <= d} x[v,d'] <= sum_{d' <= d} x[u,d']`` (v never
+earlier than u).
 
 With a time limit the answer may be unproven: the solution then says ``exact=False`` and its
 note gives HiGHS's relative gap between the answer and the best lower bound.
