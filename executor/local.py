@@ -42,7 +42,11 @@ _DONE = object()
 
 
 def compile_stage(stage: Stage, device: str | None) -> Callable[[list[np.ndarray]], list]:
-    """``run(arrays) -> arrays``: the stage's model compiled once, outputs as NumPy."""
+    """``run(arrays) -> arrays``: the stage's model compiled once, outputs as NumPy (a stage
+    of model inputs alone hands them on without a call, as the plan counts it)."""
+    if stage.forwards_only:
+        positions = [stage.input_keys.index(key) for key in stage.output_keys]
+        return lambda arrays: [np.asarray(arrays[i]) for i in positions]
     call = compiled_model(stage.model, device)
 
     def run(arrays):

@@ -36,6 +36,8 @@ class Stage:
     input_keys: list[Key]
     output_keys: list[Key]
     model: Any  # keras.Model taking input_keys (in order) and returning output_keys
+    #: the stage holds model inputs only (its device runs no layer): it forwards them
+    forwards_only: bool = False
 
     def __call__(self, values: Mapping[Key, Any]):
         """Run on a frame's values; returns the new values (backend tensors)."""
@@ -131,12 +133,16 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
             flat = keras.tree.flatten(outputs)
             for i, out in enumerate(flat):
                 values[(node, i)] = out
-        produced = [k for k in values if k not in input_keys]
+        # the model inputs held here leave this stage like its layers' outputs (on a link to
+        # the devices that read them; a stage of inputs alone just forwards them)
+        produced = [(n, 0) for n in nodes if tg.graph.nodes[n]["keras_node"].is_input]
+        produced += [k for k in values if k not in input_keys]
         # tensors only passing through are carried by the frame, not by the stage model
         output_keys = [k for k in produced
                        if max(needed_later.get(k, -1), final.get(k, -1)) > index]
         sub = keras.Model(inputs, [values[k] for k in output_keys], name=f"stage_{device}")
-        stages.append(Stage(device, nodes, input_keys, output_keys, sub))
+        forwards_only = all(tg.graph.nodes[n]["keras_node"].is_input for n in nodes)
+        stages.append(Stage(device, nodes, input_keys, output_keys, sub, forwards_only))
     return stages
 
 

@@ -166,6 +166,28 @@ def test_a_plan_that_goes_back_to_an_earlier_device_is_refused():
     build_stages(model, Plan.from_dict(data, check=False))  # a pipeline again: accepted
 
 
+@pytest.mark.parametrize("backend", ["local", "processes"])
+def test_a_plan_that_offloads_every_layer_sends_the_input_over_the_link(backend):
+    from partition.plan import Plan
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    data = plan.to_dict()
+    data["assignment"] = {n: "a" if n == "img" else "b" for n in plan.problem.nodes}
+    slow = 8.0  # Mbps: the 16x16x3 float32 input (3,072 B) takes 3.07 ms + 0.2 ms latency
+    data["links"] = {key: {"latency_ms": 0.2, "mbps": slow} for key in data["links"]}
+    offloaded = Plan.from_dict(data, check=False)
+    assert [s["device"] for s in offloaded.stages] == ["a", "b"]
+    report = execute(model, offloaded, frames=6, backend=backend)
+    assert report.outputs_match
+    stage_a = next(s for s in report.stages if s["device"] == "a")
+    assert stage_a["busy_ms"] < 1.0  # no layer, no call: the input is only handed on
+    into_b = offloaded.predicted.link_ms[(0, 1)]
+    assert into_b == pytest.approx(0.2 + 3072 * 8 / (slow * 1000))
+    sent = [ms for lane, ms in report.run.link_ms.items() if lane.startswith("a->")]
+    assert sent and sent[0] == pytest.approx(into_b, rel=0.05)
+
+
 def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
