@@ -43,6 +43,19 @@ def nested_model():
     return keras.Model(x, keras.layers.Flatten(name="flat")(y), name="nested")
 
 
+def two_input_model():
+    """An image and a side vector; the vector is read only by the last layers (so it is
+    carried past, or sent to, the devices in between), and two outputs."""
+    img = keras.Input((12, 12, 3), name="image")
+    side = keras.Input((6,), name="side")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(img)
+    x = keras.layers.Conv2D(8, 3, name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    joined = keras.layers.Concatenate(name="join")([x, keras.layers.Dense(4, name="embed")(side)])
+    return keras.Model([img, side], [keras.layers.Dense(3, name="head")(joined), x],
+                       name="two_inputs")
+
+
 def plan_for(model, devices=("a", "b", "c"), objective="throughput", spread=True):
     tg = TaskGraph.from_keras(model)
     n = len(tg.nodes)
@@ -58,7 +71,7 @@ def plan_for(model, devices=("a", "b", "c"), objective="throughput", spread=True
     return make_plans(problem, objective, ["dp"])[0]
 
 
-@pytest.mark.parametrize("build", [branchy_model, nested_model])
+@pytest.mark.parametrize("build", [branchy_model, nested_model, two_input_model])
 @pytest.mark.parametrize("objective", ["throughput", "latency"])
 def test_every_frame_equals_the_unsplit_model(build, objective):
     model = build()
@@ -71,7 +84,7 @@ def test_every_frame_equals_the_unsplit_model(build, objective):
                           keep_outputs=6)
     assert len(result.outputs) == 6 and result.frames == 6
     for arrays, outputs in zip(frames, result.outputs):
-        reference = model(arrays[0], training=False)
+        reference = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
         reference = reference if isinstance(reference, (list, tuple)) else [reference]
         assert len(outputs) == len(reference)
         for r, o in zip(reference, outputs):

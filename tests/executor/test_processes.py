@@ -18,17 +18,17 @@ from executor.run import execute, random_frames
 from executor.stages import build_stages, model_input_keys
 from predictor.model_graph import TaskGraph
 from tests.executor.cli_runs import gone, marked_processes
-from tests.executor.test_pipeline import branchy_model, nested_model, plan_for
+from tests.executor.test_pipeline import branchy_model, nested_model, plan_for, two_input_model
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
 
 def _reference(model, arrays):
-    out = model(arrays[0], training=False)
+    out = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
     return out if isinstance(out, (list, tuple)) else [out]
 
 
-@pytest.mark.parametrize("build", [branchy_model, nested_model])
+@pytest.mark.parametrize("build", [branchy_model, nested_model, two_input_model])
 def test_every_frame_equals_the_unsplit_model_in_order_with_links(build):
     model = build()
     plan = plan_for(model)  # three devices: tensors skip a stage, outputs leave two stages

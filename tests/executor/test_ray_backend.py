@@ -11,7 +11,7 @@ from executor.run import execute, random_frames
 from executor.stages import build_stages, model_input_keys
 from predictor.errors import DnnsplitError
 from predictor.model_graph import TaskGraph
-from tests.executor.test_pipeline import branchy_model, nested_model, plan_for
+from tests.executor.test_pipeline import branchy_model, nested_model, plan_for, two_input_model
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -25,7 +25,7 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.mark.parametrize("build", [branchy_model, nested_model])
+@pytest.mark.parametrize("build", [branchy_model, nested_model, two_input_model])
 def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     model = build()
     plan = plan_for(model)  # three devices, throughput
@@ -41,7 +41,7 @@ def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
                               links=slow, first_device=plan.problem.devices[0], keep_outputs=7)
     assert len(result.outputs) == 7
     for arrays, outputs in zip(frames, result.outputs):
-        reference = model(arrays[0], training=False)
+        reference = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
         reference = reference if isinstance(reference, (list, tuple)) else [reference]
         for r, o in zip(reference, outputs):
             np.testing.assert_allclose(np.asarray(r), o, rtol=1e-4, atol=1e-5)
