@@ -253,7 +253,7 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
                     new_states[key] = total
                     new_back[key] = (state, d)
         _check_deadline(deadline)
-        states = _drop_dominated(new_states)
+        states = _drop_dominated(new_states, ip.overhead if track_used else None)
         if len(states) > max_states:
             raise _TooWide(f"more than {max_states} live states")
         back.append(new_back)
@@ -266,8 +266,14 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
     return devices, explored
 
 
-def _drop_dominated(states: dict[tuple, float]) -> dict[tuple, float]:
-    """Drop a state when one with the same placements, superset sends and lower cost exists."""
+def _drop_dominated(states: dict[tuple, float],
+                    overhead: tuple[float, ...] | None = None) -> dict[tuple, float]:
+    """Drop a state when one with the same placements, superset sends and lower cost exists.
+
+    With ``overhead`` the last entry is the used-devices one: a state also dominates one that
+    used more devices when its cost plus their overheads is still no higher (it can at worst
+    pay them later).
+    """
     if len(states) < 2:
         return states
     groups: dict[tuple, list[tuple[tuple, float]]] = {}
@@ -281,12 +287,23 @@ def _drop_dominated(states: dict[tuple, float]) -> dict[tuple, float]:
         members.sort(key=lambda kc: kc[1])
         survivors: list[tuple[tuple, float]] = []
         for key, cost in members:
-            if not any(
-                all(s & m == m for (_, s), (_, m) in zip(other, key)) for other, _ in survivors
-            ):
+            if not any(_dominates(other, other_cost, key, cost, overhead)
+                       for other, other_cost in survivors):
                 survivors.append((key, cost))
         kept.update(survivors)
     return kept
+
+
+def _dominates(other: tuple, other_cost: float, key: tuple, cost: float,
+               overhead: tuple[float, ...] | None) -> bool:
+    """Whether state ``other`` (no costlier, same placements) makes state ``key`` useless."""
+    if overhead is None:
+        return all(s & m == m for (_, s), (_, m) in zip(other, key))
+    if not all(s & m == m for (_, s), (_, m) in zip(other[:-1], key[:-1])):
+        return False
+    missing = key[-1][1] & ~other[-1][1]  # devices key has paid for and other has not
+    extra = sum(o for d, o in enumerate(overhead) if missing >> d & 1)
+    return other_cost + extra <= cost
 
 
 # --- throughput -------------------------------------------------------------------------------
