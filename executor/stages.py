@@ -102,6 +102,7 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
         for source in tg.graph.nodes[node]["sources"]:
             needed_later[source] = max(needed_later.get(source, -1), stage_of[node])
     final = {k: len(order) for k in tg.output_sources}
+    model_inputs = set(tg.input_nodes)
     stages = []
     for device in stage_devices:
         index = order[device]
@@ -135,14 +136,14 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
                 values[(node, i)] = out
         # the model inputs held here leave this stage like its layers' outputs (on a link to
         # the devices that read them; a stage of inputs alone just forwards them)
-        produced = [(n, 0) for n in nodes if tg.graph.nodes[n]["keras_node"].is_input]
-        produced += [k for k in values if k not in input_keys]
+        held_inputs = [n for n in nodes if n in model_inputs]
+        produced = [(n, 0) for n in held_inputs] + [k for k in values if k not in input_keys]
         # tensors only passing through are carried by the frame, not by the stage model
         output_keys = [k for k in produced
                        if max(needed_later.get(k, -1), final.get(k, -1)) > index]
         sub = keras.Model(inputs, [values[k] for k in output_keys], name=f"stage_{device}")
-        forwards_only = all(tg.graph.nodes[n]["keras_node"].is_input for n in nodes)
-        stages.append(Stage(device, nodes, input_keys, output_keys, sub, forwards_only))
+        stages.append(Stage(device, nodes, input_keys, output_keys, sub,
+                            forwards_only=len(held_inputs) == len(nodes)))
     return stages
 
 

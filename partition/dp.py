@@ -208,7 +208,7 @@ def _latency(ip: IndexedProblem, order: list[int], max_states: int,
     frontier: list[int] = []  # nodes whose tensor is still needed, aligned with state tuples
     # state: tuple of (device, sent-mask) per frontier node -> cost; back[i][state] = (prev, d).
     # With call overheads, a last entry (USED, mask) holds the devices already running a node
-    # (their overhead paid): like a sent-mask, more devices at no higher cost dominates.
+    # (their overhead paid); see _dominates for how it is compared.
     track_used = any(ip.overhead)
     states: dict[tuple, float] = {((USED, 0),) if track_used else (): 0.0}
     back: list[dict[tuple, tuple[tuple, int]]] = []
