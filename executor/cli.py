@@ -89,7 +89,7 @@ def run_command(
 
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
-    typer.echo(f"running {frames} frames through {len(loaded.stages)} stages "
+    typer.echo(f"running {frames} frames on {len(loaded.stages)} devices "
                f"(backend {backend})", err=True)
     report = execute(load_model(model), loaded, frames=frames, backend=backend,
                      emulate_links=not no_links, threads=threads,
@@ -133,15 +133,20 @@ def print_report(report) -> None:
     row("latency p50 ms", m["latency_p50_ms"], p["latency_ms"], now and now["latency_ms"])
     row("latency p95 ms", m["latency_p95_ms"], None)
     for stage in report.stages:
-        row("stage " + stage["device"], stage["busy_ms"], stage["predicted_ms"],
-            stage.get("calibrated_ms"))
+        row("stage " + stage.get("stage", stage["device"]), stage["busy_ms"],
+            stage["predicted_ms"], stage.get("calibrated_ms"))
+    names = [stage.get("stage", stage["device"]) for stage in report.stages]
     order = [stage["device"] for stage in report.stages]
+    revisits = len(set(order)) < len(order)
     for i, sender in enumerate(order[:-1]):
-        measured = m.get("link_ms", {}).get(f"{sender}->next")
+        measured = m.get("link_ms", {}).get(f"{names[i]}->next")
         if measured is not None:  # what the plan sends from it to the stages after it
-            predicted = sum(link["predicted_ms"] for link in report.links
-                            if link["link"].split("->") in ([sender, d] for d in order[i + 1:]))
-            row(f"link {sender}->{order[i + 1]}" + ("+" if i + 2 < len(order) else ""),
+            # (a plan that comes back to a device: the plan's links are per device pair,
+            # not per visit, so only the measured time is shown)
+            predicted = None if revisits else sum(
+                link["predicted_ms"] for link in report.links
+                if link["link"].split("->") in ([sender, d] for d in order[i + 1:]))
+            row(f"link {names[i]}->{names[i + 1]}" + ("+" if i + 2 < len(order) else ""),
                 measured, predicted)
     if report.in_flight > 1:
         typer.echo(f"latency: predicted for one frame through an empty pipeline; up to "

@@ -13,7 +13,8 @@ cross, once, the connection to the next stage, the outputs made off the first de
 back to it, and each arrives when the relay has echoed it back.
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
-not counted). A stage that raises stops the whole run within a second, with an error naming
+not counted). A device with several stages (a latency plan that comes back to it) runs them
+one at a time (a lock per device). A stage that raises stops the whole run within a second, with an error naming
 the stage; so does Ctrl-C. No thread outlives :func:`run_pipeline`.
 """
 
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, producers, progress_bar,
-                               return_s, send_s, stage_error, summarise, tensor_layouts)
+                               SerialLink, consumers, default_in_flight, device_groups,
+                               producers, progress_bar, return_s, send_s, stage_error,
+                               summarise, tensor_layouts)
 from executor.stages import Key, Stage
 from predictor.keras_env import compiled_model
 
@@ -87,9 +89,10 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
     events: list[Event] = []
     events_lock = threading.Lock()
     compiled = [compile_stage(s, devices.get(s.device)) for s in stages]
+    device_lock = {d: threading.Lock() for d in device_groups(stages)}
     _warm_up(stages, compiled, frames[0], input_keys)
     readers = consumers(stages)
-    producer = producers(stages)
+    producer = producers(stages, first_device)
     sockets = _socket_links(stages, readers, producer,
                             tensor_layouts(stages, frames[0], input_keys), relay, output_keys,
                             first_device) if relay else {}
@@ -146,14 +149,15 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
 
     def stage_step(i, stage):
         def process(frame, values, started, ready):
-            start = time.perf_counter()
-            if fault is not None:
-                fault.trigger(stage.device, frame)
-            outputs = compiled[i]([values[k] for k in stage.input_keys])
+            with device_lock[stage.device]:
+                start = time.perf_counter()
+                if fault is not None:
+                    fault.trigger(stage.device, frame)
+                outputs = compiled[i]([values[k] for k in stage.input_keys])
+                end = time.perf_counter()
             values = dict(values)
             values.update(zip(stage.output_keys, outputs))
-            end = time.perf_counter()
-            record(stage.device, frame, start, end)
+            record(stage.name, frame, start, end)
             return frame, values, start if started is None else started, end
         return process
 
@@ -164,7 +168,7 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
             seconds = send_s(stage, values, readers, links)
             if seconds:
                 start, ready = link.carry(ready, seconds)
-                record(f"{stage.device}->next", frame, start, ready)
+                record(f"{stage.name}->next", frame, start, ready)
             return frame, values, started, ready
         return process
 
@@ -189,19 +193,19 @@ def run_pipeline(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndarray]]
 
     for i, stage in enumerate(stages):
         q_stage_out = queue.Queue(maxsize=queue_size)
-        lanes.append((stage.device, lane(queues[-1], q_stage_out, stage_step(i, stage))))
+        lanes.append((stage.name, lane(queues[-1], q_stage_out, stage_step(i, stage))))
         queues.append(q_stage_out)
         if i in sockets:
             q_sent, q_received = queue.Queue(maxsize=queue_size), queue.Queue(maxsize=queue_size)
-            lanes.append((f"{stage.device}->", lane(queues[-1], q_sent, socket_send(sockets[i]))))
-            lanes.append((f"{stage.device}<-",
+            lanes.append((f"{stage.name}->", lane(queues[-1], q_sent, socket_send(sockets[i]))))
+            lanes.append((f"{stage.name}<-",
                           lane(q_sent, q_received, socket_receive(
-                              "return" if i == len(stages) - 1 else f"{stage.device}->next",
+                              "return" if i == len(stages) - 1 else f"{stage.name}->next",
                               sockets[i]))))
             queues += [q_sent, q_received]
         elif i < len(stages) - 1 and links:
             q_link_out = queue.Queue(maxsize=queue_size)
-            lanes.append((f"{stage.device}->", lane(queues[-1], q_link_out, link_step(stage))))
+            lanes.append((f"{stage.name}->", lane(queues[-1], q_link_out, link_step(stage))))
             queues.append(q_link_out)
     q_final = queues[-1]
     slots = threading.Semaphore(in_flight or default_in_flight(len(stages)))
@@ -278,7 +282,7 @@ def _warm_up(stages, compiled, arrays, input_keys) -> None:
         try:
             values.update(zip(stage.output_keys, run([values[k] for k in stage.input_keys])))
         except Exception as exc:
-            raise stage_error(stage.device, exc) from None
+            raise stage_error(stage.name, exc) from None
 
 
 def _socket_links(stages, readers, producer, shapes, relay, output_keys,
@@ -292,10 +296,10 @@ def _socket_links(stages, readers, producer, shapes, relay, output_keys,
             if producer.get(key, first_device) != first_device]
     try:
         for i, stage in enumerate(stages[:-1]):
-            later = {s.device for s in stages[i + 1:]}
-            layout = [(key, *shapes[key]) for key in stage.output_keys
+            later = {s.device for s in stages[i + 1:]} - {stage.device}  # a device's own
+            layout = [(key, *shapes[key]) for key in stage.output_keys  # stay with it
                       if readers.get(key, set()) & later]
-            links[i] = SocketLink(relay, layout, f"{stage.device}->{stages[i + 1].device}")
+            links[i] = SocketLink(relay, layout, f"{stage.name}->{stages[i + 1].name}")
         if back and first_device is not None:
             links[len(stages) - 1] = SocketLink(relay, back, f"return to {first_device}")
     except BaseException:

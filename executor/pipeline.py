@@ -50,7 +50,7 @@ class RunResult:
     latencies_ms: list[float]
     period_ms: float
     throughput_fps: float
-    busy_ms: dict[str, float]  # mean per frame, per stage device
+    busy_ms: dict[str, float]  # mean per frame, per stage (by name: device, device#2, ...)
     link_ms: dict[str, float]  # mean per frame, per link lane
     events: list[Event] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)  # stage device -> Ray node id (ray)
@@ -99,9 +99,15 @@ def consumers(stages: Sequence[Stage]) -> dict[Key, set[str]]:
     return readers
 
 
-def producers(stages: Sequence[Stage]) -> dict[Key, str]:
-    """Tensor key -> the device of the stage that makes it."""
-    return {key: stage.device for stage in stages for key in stage.output_keys}
+def producers(stages: Sequence[Stage], first_device: str | None = None) -> dict[Key, str]:
+    """Tensor key -> the device of the stage that makes it; with ``first_device``, a tensor a
+    stage on the first device reads counts as the first device's (it was sent there already,
+    so as a model output it does not come back again)."""
+    made = {key: stage.device for stage in stages for key in stage.output_keys}
+    if first_device is not None:
+        made.update({key: first_device for stage in stages if stage.device == first_device
+                     for key in stage.input_keys if key in made})
+    return made
 
 
 def keep_sets(stages: Sequence[Stage], output_keys: Sequence[Key]) -> list[set]:
@@ -164,7 +170,7 @@ def summarise(stages: Sequence[Stage], n: int,
     for e in events:
         if e.frame >= warm:
             by_lane.setdefault(e.lane, []).append((e.end - e.start) * 1000)
-    stage_names = {s.device for s in stages}
+    stage_names = {s.name for s in stages}
     busy = {lane: statistics.mean(v) for lane, v in by_lane.items() if lane in stage_names}
     link = {lane: statistics.mean(v) for lane, v in by_lane.items() if lane not in stage_names}
     return RunResult(frames=n, outputs=[results[f][0] for f in order if results[f][0]],
@@ -182,8 +188,16 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="frame", desc="pipeline", leave=False)
 
 
-def stage_error(stage_device: str, exc: BaseException) -> ExecutorError:
-    return ExecutorError(f"stage on device {stage_device!r} failed: {type(exc).__name__}: {exc}")
+def stage_error(stage_name: str, exc: BaseException) -> ExecutorError:
+    return ExecutorError(f"stage on device {stage_name!r} failed: {type(exc).__name__}: {exc}")
+
+
+def device_groups(stages: Sequence[Stage]) -> dict[str, list[int]]:
+    """Device -> the indices of its stages (several where a latency plan comes back to it)."""
+    groups: dict[str, list[int]] = {}
+    for i, stage in enumerate(stages):
+        groups.setdefault(stage.device, []).append(i)
+    return groups
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ reads from the last one. Links are emulated as in the Ray backend: each stage pr
 frame until the link from the stage before would have delivered it
 (:class:`~executor.pipeline.SerialLink` on the wall clock, which all processes share).
 
+A device with several stages (a latency plan that comes back to it) has a process per stage,
+all pinned to that device's CPUs, and they take turns (a lock per device).
+
 Faults: a stage that raises, or a worker process that dies (``Fault(kind="exit")``, a crash,
 the OOM killer), stops the run within a second with an error that names the stage; so does
 Ctrl-C (the workers ignore it and are stopped by this process). Every worker is stopped
@@ -40,7 +43,8 @@ import numpy as np
 
 from collectors.timing import cpu_blocks, main_not_reimported
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, keep_sets,
+                               SerialLink, consumers, default_in_flight, device_groups,
+                               keep_sets,
                                producers, progress_bar, return_s, send_s, stage_error,
                                summarise, tensor_layouts)
 from executor.stages import Key, Stage
@@ -144,7 +148,10 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
     """
     devices = devices or {}
     in_flight = in_flight or default_in_flight(len(stages))
-    cpus = cpu_blocks(len(stages), threads) if cpus == "auto" else cpus
+    groups = device_groups(stages)
+    if cpus == "auto":  # a device's stages share its CPUs
+        blocks = cpu_blocks(len(groups), threads)
+        cpus = None if blocks is None else [blocks[list(groups).index(s.device)] for s in stages]
     ctx = multiprocessing.get_context("spawn")
     shapes = tensor_layouts(stages, frames[0], input_keys)
     keep = keep_sets(stages, output_keys)
@@ -156,6 +163,7 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
                   in_flight if b in (0, len(stages)) else queue_size)
              for b, keys in enumerate(crossing)]
     stop, reports = ctx.Event(), ctx.Queue()
+    device_lock = {device: ctx.Lock() for device in groups}
     readers = consumers(stages)
     procs = []
     try:
@@ -163,11 +171,11 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
         for i, stage in enumerate(stages):
             light = replace(stage, model=None)
             procs.append(ctx.Process(
-                target=_worker, name=f"dnnsplit-{stage.device}", daemon=True,
+                target=_worker, name=f"dnnsplit-{stage.name}", daemon=True,
                 args=(light, pickle.dumps(stage.model), devices.get(stage.device), threads,
                       None if cpus is None else cpus[i], rings[i], rings[i + 1],
                       {k: shapes[k] for k in stage.input_keys}, stop, reports, fault, upstream,
-                      readers, links, os.getpid())))
+                      readers, links, os.getpid(), device_lock[stage.device])))
             upstream = light
         with main_not_reimported():
             for proc in procs:
@@ -191,7 +199,7 @@ class _Watch:
     def __init__(self, stages, procs, stop, reports, deadline, timeout_s):
         self.stages, self.procs, self.stop, self.reports = stages, procs, stop, reports
         self.deadline, self.timeout_s = deadline, timeout_s
-        self.ready: dict[str, list[int] | None] = {}  # stage device -> CPUs it may run on
+        self.ready: dict[str, list[int] | None] = {}  # stage name -> CPUs it may run on
         self.events: dict[str, list] = {}
 
     def _drain(self) -> None:
@@ -209,8 +217,8 @@ class _Watch:
 
     def _dead(self) -> list[tuple[str, int]]:
         """Workers that exited before reporting their events: (device, exit code)."""
-        return [(s.device, p.exitcode) for s, p in zip(self.stages, self.procs)
-                if p.exitcode is not None and s.device not in self.events]
+        return [(s.name, p.exitcode) for s, p in zip(self.stages, self.procs)
+                if p.exitcode is not None and s.name not in self.events]
 
     def check(self) -> None:
         """Raise if a worker reported an error or died, or the run is out of time."""
@@ -234,7 +242,7 @@ class _Watch:
         while len(self.ready) < len(self.stages):
             self.check()
             if time.monotonic() > limit:
-                missing = [s.device for s in self.stages if s.device not in self.ready]
+                missing = [s.name for s in self.stages if s.name not in self.ready]
                 raise ExecutorError(f"the worker processes for {missing} did not start within "
                                     f"{START_TIMEOUT_S:g} s")
             time.sleep(0.05)
@@ -251,7 +259,7 @@ def _run(stages, frames, input_keys, output_keys, rings, watch, links, first_dev
     returned = 0.0  # the outputs' trip back to the first device: the same for every frame
     if links and first_device is not None:
         layout = {key: (shape, dtype) for key, shape, dtype in rings[-1].layout}
-        producer = producers(stages)
+        producer = producers(stages, first_device)
         returned = return_s([np.empty(*layout[k]) for k in output_keys], output_keys,
                             producer, first_device, links)
     results: dict[int, tuple[list, float, float]] = {}
@@ -300,7 +308,7 @@ def _stop_all(procs) -> None:
 
 
 def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, input_shapes,
-            stop, reports, fault, upstream, readers, links, parent) -> None:
+            stop, reports, fault, upstream, readers, links, parent, lock) -> None:
     """A stage process: set up, report ready, then frames from ``ring_in`` to ``ring_out``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -321,9 +329,9 @@ def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, 
         run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
         run([np.zeros(*input_shapes[k]) for k in stage.input_keys])  # compiled before timing
     except Exception as exc:  # noqa: BLE001 - reported to the parent, named
-        reports.put(("error", stage.device, str(stage_error(stage.device, exc))))
+        reports.put(("error", stage.name, str(stage_error(stage.name, exc))))
         return
-    reports.put(("ready", stage.device, sorted(os.sched_getaffinity(0))
+    reports.put(("ready", stage.name, sorted(os.sched_getaffinity(0))
                  if hasattr(os, "sched_getaffinity") else None))
     link = SerialLink(clock=time.time)
     events = []
@@ -337,20 +345,21 @@ def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, 
                 seconds = send_s(upstream, values, readers, links)
                 if seconds:
                     start, arrival = link.carry(ready, seconds)
-                    events.append((f"{upstream.device}->next", frame, start, arrival))
-            start = time.time()
+                    events.append((f"{upstream.name}->next", frame, start, arrival))
             try:
-                if fault is not None:
-                    fault.trigger(stage.device, frame)
-                values.update(zip(stage.output_keys,
-                                  run([values[k] for k in stage.input_keys])))
+                with lock:  # the device's other stages wait
+                    start = time.time()
+                    if fault is not None:
+                        fault.trigger(stage.device, frame)
+                    outputs = run([values[k] for k in stage.input_keys])
+                    end = time.time()
+                values.update(zip(stage.output_keys, outputs))
             except Exception as exc:  # noqa: BLE001 - reported to the parent, named
-                reports.put(("error", stage.device, str(stage_error(stage.device, exc))))
+                reports.put(("error", stage.name, str(stage_error(stage.name, exc))))
                 stop.set()
                 return
-            end = time.time()
-            events.append((stage.device, frame, start, end))
+            events.append((stage.name, frame, start, end))
             ring_out.put(frame, start if started < 0 else started, end, values, going)
     except _Stop:
         return
-    reports.put(("events", stage.device, events))
+    reports.put(("events", stage.name, events))

@@ -183,7 +183,7 @@ def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndar
 def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device, devices,
          threads, placement, keep_outputs, window, timeout_s, fault, progress) -> RunResult:
     readers = consumers(stages)
-    producer = producers(stages)
+    producer = producers(stages, first_device)
     keep = keep_sets(stages, output_keys)
     stage_actor = ray.remote(StageWorker)
     upstream = None

@@ -88,6 +88,26 @@ class RandomFrames(Sequence):
         return self._pool[index % self._n % len(self._pool)]
 
 
+def stage_predictions(problem, stages, device_ms: Sequence[float]) -> list[float]:
+    """The plan's time per stage: its device's time (``device_ms``, in device order) where the
+    device has one stage; where a latency plan comes back to a device, each visit's layers,
+    with the device's call overhead counted on its first visit, as the plan counts it."""
+    index = {d: i for i, d in enumerate(problem.devices)}
+    visits = [s.device for s in stages]
+    charged: set[str] = set()
+    times = []
+    for stage in stages:
+        if visits.count(stage.device) == 1:
+            times.append(device_ms[index[stage.device]])
+            continue
+        ms = sum(problem.compute_ms[n][stage.device] for n in stage.nodes)
+        if not stage.forwards_only and stage.device not in charged:
+            charged.add(stage.device)
+            ms += problem.call_overhead_ms.get(stage.device, 0.0)
+        times.append(ms)
+    return times
+
+
 def random_frames(model, n: int, seed: int = 0) -> RandomFrames:
     shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
     return RandomFrames(shapes, [str(t.dtype) for t in model.inputs], n, seed=seed)
@@ -141,6 +161,10 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                             f"{', '.join(plan.problem.devices)})")
     tg = TaskGraph.from_keras(model)
     stages = build_stages(model, plan, tg)
+    if backend == "ray" and len({s.device for s in stages}) < len(stages):
+        raise DnnsplitError(
+            "this plan comes back to a device (stages " + ", ".join(s.name for s in stages)
+            + "): the Ray backend runs one stage per device; use --backend local or processes")
     data = random_frames(model, frames, seed)
     problem = plan.problem
     links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}
@@ -176,15 +200,15 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         matches &= all(np.allclose(np.asarray(r), o, rtol=1e-3, atol=1e-4)
                        for r, o in zip(reference, outputs))
     predicted = plan.predicted
-    index = {d: i for i, d in enumerate(problem.devices)}
-    stage_rows = [{"device": s.device, "nodes": len(s.nodes),
-                   "busy_ms": result.busy_ms.get(s.device, 0.0),
-                   "predicted_ms": predicted.device_ms[index[s.device]]} for s in stages]
+    stage_rows = [{"device": s.device, "stage": s.name, "nodes": len(s.nodes),
+                   "busy_ms": result.busy_ms.get(s.name, 0.0), "predicted_ms": ms}
+                  for s, ms in zip(stages, stage_predictions(problem, stages,
+                                                             predicted.device_ms))]
     for row in stage_rows:
-        if row["device"] in result.nodes:
-            row["ray_node"] = result.nodes[row["device"]]
-        if row["device"] in result.cpus:
-            row["cpus"] = result.cpus[row["device"]]
+        if row["stage"] in result.nodes:
+            row["ray_node"] = result.nodes[row["stage"]]
+        if row["stage"] in result.cpus:
+            row["cpus"] = result.cpus[row["stage"]]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
     predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,
@@ -196,8 +220,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             "speed_factor": speed, "probe_ms": probe.probe_ms, "profile_probe_ms": probe.reference,
             "throughput_fps": now.throughput_fps, "period_ms": now.period_ms,
             "latency_ms": now.latency_ms}
-        for row in stage_rows:
-            row["calibrated_ms"] = now.device_ms[index[row["device"]]]
+        for row, ms in zip(stage_rows, stage_predictions(scale_compute(problem, speed), stages,
+                                                         now.device_ms)):
+            row["calibrated_ms"] = ms
     return ExecutionReport(
         frames=frames, backend=backend, outputs_match=bool(matches),
         measured={"throughput_fps": result.throughput_fps, "period_ms": result.period_ms,

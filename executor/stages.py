@@ -1,5 +1,10 @@
 """Cut a Keras model into one sub-model per stage of a plan.
 
+A plan whose tensors only go to later devices (every throughput plan) has one stage per device
+it uses, in device order. A latency plan may come back to a device (phone -> server -> phone):
+then that device has one stage per visit, named ``phone``, ``phone#2``, ... (:func:`stage_nodes`),
+and the executor runs a device's stages one at a time.
+
 Each stage is a new functional model that re-calls the original layers (weights are shared, not
 copied) on fresh ``keras.Input`` tensors for everything it receives: model inputs, tensors
 from earlier stages, and tensors that merely pass through. Nested models are already flattened
@@ -38,6 +43,11 @@ class Stage:
     model: Any  # keras.Model taking input_keys (in order) and returning output_keys
     #: the stage holds model inputs only (its device runs no layer): it forwards them
     forwards_only: bool = False
+    #: its name in timings and errors: the device, ``device#2`` for a second visit, ...
+    name: str = ""
+
+    def __post_init__(self):
+        self.name = self.name or self.device
 
     def __call__(self, values: Mapping[Key, Any]):
         """Run on a frame's values; returns the new values (backend tensors)."""
@@ -71,42 +81,46 @@ def check_plan_matches(tg: TaskGraph, plan) -> None:
                 "batch size?)")
 
 
-def check_pipeline_order(tg: TaskGraph, plan) -> None:
-    """Refuse a plan that sends a tensor back to an earlier device for a layer to use.
+def stage_nodes(tg: TaskGraph, assignment: Mapping[str, str],
+                devices: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The plan's stages in running order: ``(device, nodes in topological order)``.
 
-    Stages run in device order, each once per frame; a latency plan may go back and forth
-    (only its final outputs return to the first device, which every plan does).
+    Each node gets a visit number: the largest over its inputs of theirs, plus one where an
+    input comes from a later device (the frame must come back). Stages are the (visit,
+    device) pairs in that order, so every tensor goes to a later stage and a plan that never
+    goes back has exactly one stage per device it uses, in device order.
+
+    >>> # a -> b on server -> c on phone: [("phone", [a]), ("server", [b]), ("phone", [c])]
     """
-    order = {d: i for i, d in enumerate(plan.problem.devices)}
-    for u, v in tg.graph.edges:
-        a, b = plan.assignment[u], plan.assignment[v]
-        if order[b] < order[a]:
-            raise PlanMismatchError(
-                f"the plan runs {v!r} on {b} after {u!r} on the later device {a}: its stages "
-                "cannot run in device order, once per frame (a latency plan may go back and "
-                "forth). Make a pipeline with `partition plan --objective throughput`.")
+    order = {d: i for i, d in enumerate(devices)}
+    visit: dict[str, int] = {}
+    for node in tg.nodes:  # topological
+        here = order[assignment[node]]
+        visit[node] = max((visit[u] + (order[assignment[u]] > here)
+                           for u in tg.graph.predecessors(node)), default=0)
+    key = {n: (visit[n], order[assignment[n]]) for n in tg.nodes}
+    return [(devices[d], [n for n in tg.nodes if key[n] == (v, d)])
+            for v, d in sorted(set(key.values()))]
 
 
 def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
-    """Stage sub-models in pipeline order (devices without nodes are left out)."""
+    """Stage sub-models in running order (:func:`stage_nodes`; unused devices left out)."""
     keras = import_keras()
     tg = tg or TaskGraph.from_keras(model)
     check_plan_matches(tg, plan)
-    check_pipeline_order(tg, plan)
-    assignment = plan.assignment
-    order = {d: i for i, d in enumerate(plan.problem.devices)}
-    stage_devices = [d for d in plan.problem.devices if any(assignment[n] == d for n in tg.nodes)]
-    stage_of = {n: order[assignment[n]] for n in tg.nodes}
-    needed_later: dict[Key, int] = {}  # key -> last stage index (by device order) that reads it
+    plan_stages = stage_nodes(tg, plan.assignment, plan.problem.devices)
+    stage_of = {n: i for i, (_, nodes) in enumerate(plan_stages) for n in nodes}
+    needed_later: dict[Key, int] = {}  # key -> the last stage that reads it
     for node in tg.nodes:
         for source in tg.graph.nodes[node]["sources"]:
             needed_later[source] = max(needed_later.get(source, -1), stage_of[node])
-    final = {k: len(order) for k in tg.output_sources}
+    final = {k: len(plan_stages) for k in tg.output_sources}
     model_inputs = set(tg.input_nodes)
     stages = []
-    for device in stage_devices:
-        index = order[device]
-        nodes = [n for n in tg.nodes if assignment[n] == device]
+    visits: dict[str, int] = {}
+    for index, (device, nodes) in enumerate(plan_stages):
+        visits[device] = visits.get(device, 0) + 1
+        name = device if visits[device] == 1 else f"{device}#{visits[device]}"
         values: dict[Key, Any] = {}
         input_keys: list[Key] = []
         inputs = []
@@ -141,9 +155,11 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
         # tensors only passing through are carried by the frame, not by the stage model
         output_keys = [k for k in produced
                        if max(needed_later.get(k, -1), final.get(k, -1)) > index]
-        sub = keras.Model(inputs, [values[k] for k in output_keys], name=f"stage_{device}")
+        sub = keras.Model(inputs, [values[k] for k in output_keys],
+                          name=f"stage_{device}" + (f"_{visits[device]}" if visits[device] > 1
+                                                    else ""))
         stages.append(Stage(device, nodes, input_keys, output_keys, sub,
-                            forwards_only=len(held_inputs) == len(nodes)))
+                            forwards_only=len(held_inputs) == len(nodes), name=name))
     return stages
 
 

@@ -161,22 +161,104 @@ def test_a_plan_for_another_model_is_refused():
         build_stages(nested_model(), plan)
 
 
-def test_a_plan_that_goes_back_to_an_earlier_device_is_refused():
+def _back_and_forth_plan(model, latency_ms=0.2):
+    """a (on a) -> b (on b) -> d and the rest back on a: a latency plan's shape."""
     from partition.plan import Plan
 
-    model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
-    assignment = {n: "a" for n in plan.problem.nodes}
-    assignment["b"] = "b"  # a (on a) -> b (on b) -> d (back on a)
     data = plan.to_dict()
-    data["assignment"] = assignment
-    back_and_forth = Plan.from_dict(data, check=False)
-    assert not back_and_forth.predicted.monotone
-    with pytest.raises(PlanMismatchError, match="cannot run in device order"):
-        build_stages(model, back_and_forth)
-    forward = dict(assignment, d="b", e="b", f="b", out="b")
-    data["assignment"] = forward
-    build_stages(model, Plan.from_dict(data, check=False))  # a pipeline again: accepted
+    data["assignment"] = {n: "b" if n == "b" else "a" for n in plan.problem.nodes}
+    data["links"] = {key: {"latency_ms": latency_ms, "mbps": 2000.0} for key in data["links"]}
+    return Plan.from_dict(data, check=False)
+
+
+def test_stages_follow_the_plan_and_come_back_to_a_device_once_per_visit():
+    import networkx as nx
+    from types import SimpleNamespace
+
+    from executor.stages import stage_nodes
+
+    rng = np.random.default_rng(7)
+    devices = ("a", "b", "c")
+    for case in range(200):
+        n = int(rng.integers(1, 12))
+        graph = nx.DiGraph()
+        graph.add_nodes_from(f"n{i}" for i in range(n))
+        graph.add_edges_from((f"n{i}", f"n{j}") for i in range(n) for j in range(i + 1, n)
+                             if rng.random() < 0.3)
+        tg = SimpleNamespace(nodes=[f"n{i}" for i in range(n)], graph=graph)
+        forward = case % 2 == 0  # half the cases: devices in order along every edge
+        if forward:
+            level = {}
+            for v in tg.nodes:
+                level[v] = max([level[u] for u in graph.predecessors(v)] + [0]) + int(
+                    rng.integers(0, 2))
+            assignment = {v: devices[min(level[v], 2)] for v in tg.nodes}
+        else:
+            assignment = {v: devices[int(rng.integers(0, 3))] for v in tg.nodes}
+        stages = stage_nodes(tg, assignment, devices)
+        where = {v: i for i, (_, nodes) in enumerate(stages) for v in nodes}
+        assert sorted(where) == sorted(tg.nodes)  # every node in exactly one stage
+        assert sum(len(nodes) for _, nodes in stages) == n
+        for device, nodes in stages:
+            assert nodes and all(assignment[v] == device for v in nodes)
+            assert nodes == [v for v in tg.nodes if v in nodes]  # topological inside
+        for u, v in graph.edges:  # every tensor goes to the same or a later stage
+            assert where[u] <= where[v]
+            assert where[u] < where[v] or assignment[u] == assignment[v]
+        if forward:  # a pipeline: one stage per device used, in device order
+            used = [d for d in devices if d in assignment.values()]
+            assert [d for d, _ in stages] == used
+
+
+def test_stages_are_named_per_visit():
+    model = branchy_model()
+    stages = build_stages(model, _back_and_forth_plan(model))
+    assert [(s.device, s.name) for s in stages] == [("a", "a"), ("b", "b"), ("a", "a#2")]
+    assert stages[1].nodes == ["b"]
+    assert ("a", 0) in stages[2].input_keys  # kept on a while b runs, not sent over
+
+
+@pytest.mark.parametrize("backend", ["local", "processes"])
+def test_a_plan_that_comes_back_to_a_device_runs_and_pays_each_transfer_once(backend):
+    model = branchy_model()
+    plan = _back_and_forth_plan(model, latency_ms=25.0)
+    assert not plan.predicted.monotone
+    report = execute(model, plan, frames=6, backend=backend, in_flight=1)
+    assert report.outputs_match
+    assert [s["stage"] for s in report.stages] == ["a", "b", "a#2"]
+    by_device = {}
+    for row in report.stages:
+        by_device[row["device"]] = by_device.get(row["device"], 0.0) + row["predicted_ms"]
+    assert by_device["a"] == pytest.approx(plan.predicted.device_ms[0])
+    assert by_device["b"] == pytest.approx(plan.predicted.device_ms[1])
+    # one frame at a time: a -> b and b -> a once each (25 ms apiece), nothing returned again
+    # (the outputs are made on a); compute takes a few ms here
+    links = plan.predicted.link_ms
+    assert sorted(links) == [(0, 1), (1, 0)]
+    assert links[(0, 1)] == pytest.approx(25.0, abs=0.1) and links[(1, 0)] == pytest.approx(
+        25.0, abs=0.1)
+    assert set(report.run.link_ms) == {"a->next", "b->next"}
+    for lane in ("a->next", "b->next"):
+        assert report.run.link_ms[lane] == pytest.approx(25.0, abs=1.0)
+    assert 50.0 <= report.measured["latency_p50_ms"] <= 65.0
+
+
+def test_a_device_runs_its_stages_one_at_a_time():
+    model = branchy_model()
+    tg = TaskGraph.from_keras(model)
+    stages = build_stages(model, _back_and_forth_plan(model), tg)
+    result = run_pipeline(stages, random_frames(model, 30), model_input_keys(tg),
+                          list(tg.output_sources), in_flight=3)
+    on_a = sorted((e.start, e.end) for e in result.events if e.lane in ("a", "a#2"))
+    assert len(on_a) == 60
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(on_a, on_a[1:]))
+
+
+def test_ray_refuses_a_plan_that_comes_back_to_a_device():
+    model = branchy_model()
+    with pytest.raises(DnnsplitError, match="comes back to a device.*a#2"):
+        execute(model, _back_and_forth_plan(model), frames=2, backend="ray")
 
 
 @pytest.mark.parametrize("backend", ["local", "processes"])
