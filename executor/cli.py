@@ -127,8 +127,8 @@ def print_report(report) -> None:
                f"model: {report.outputs_match}")
     typer.echo(f"{'':22s} {'measured':>10s} {'predicted':>10s} {'diff':>8s}"
                + (f" {'speed now':>10s} {'diff':>8s}" if now else ""))
-    row("throughput fps", m["throughput_fps"], p["throughput_fps"],
-        now and now["throughput_fps"])
+    row("throughput fps", m["throughput_fps"], p["throughput_fps"] or None,  # 0: no pipeline
+        now and now["throughput_fps"] or None)
     row("period ms", m["period_ms"], p["period_ms"], now and now["period_ms"])
     row("latency p50 ms", m["latency_p50_ms"], p["latency_ms"], now and now["latency_ms"])
     row("latency p95 ms", m["latency_p95_ms"], None)

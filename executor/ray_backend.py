@@ -8,7 +8,8 @@ pass ``placement={"edge-device": "edge"}``). Without ``address`` a private local
 is started for the run and shut down after it; with ``address`` (``"auto"``, ``"HOST:PORT"``)
 the run joins an existing cluster, where every node must have dnnsplit installed.
 
-Frames flow actor to actor through Ray's object store (a real network transfer when two
+A device whose stages a latency plan visits more than once has one actor holding them all,
+so they take turns. Frames flow actor to actor through Ray's object store (a real network transfer when two
 stages are on different machines). Links are emulated as in the local backend (unless links
 are not emulated): each stage actor holds a frame until the link from the stage before would
 have delivered it (:class:`~executor.pipeline.SerialLink`, on the wall clock: across machines
@@ -36,7 +37,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, keep_sets, producers,
+                               SerialLink, consumers, default_in_flight, device_groups,
+                               keep_sets, producers,
                                progress_bar, return_s, send_s, stage_error, summarise)
 from executor.stages import Key, Stage
 
@@ -53,14 +55,18 @@ def import_ray():
 
 
 class StageWorker:
-    """Actor body: one stage's compiled sub-model; ``step`` runs a frame and passes it on.
+    """Actor body: the compiled sub-models of one device's stages (one per visit of the frame:
+    several where a latency plan comes back to the device); ``step`` runs a frame through one
+    of them and passes it on. An actor runs its calls one at a time, so a device's stages
+    take turns.
 
-    ``upstream`` (the stage before, without its model) with ``readers`` and ``links``: the
-    link from it is emulated here, before the frame is run.
+    ``upstreams`` (per stage: the stage before it, without its model) with ``readers`` and
+    ``links``: the link from it is emulated here, before the frame is run.
     """
 
-    def __init__(self, stage: Stage, model_bytes: bytes, keras_device: str | None,
-                 threads: int, keep: set, fault: Fault | None, upstream: Stage | None = None,
+    def __init__(self, stages: Sequence[Stage], model_bytes: Sequence[bytes],
+                 keras_device: str | None, threads: int, keeps: Sequence[set],
+                 fault: Fault | None, upstreams: Sequence[Stage | None] = (),
                  readers=None, links=None):
         self.events: list[tuple] = []
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -70,14 +76,15 @@ class StageWorker:
 
         import_keras()
         configure_worker_threads(1, threads)
-        self.device, self.input_keys = stage.device, stage.input_keys
-        self.output_keys, self.keep, self.fault = stage.output_keys, keep, fault
-        self.upstream, self.readers, self.links = upstream, readers, links
-        self.link = SerialLink(clock=time.time)
-        self.run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
+        self.stages, self.keeps, self.fault = list(stages), list(keeps), fault
+        self.upstreams = list(upstreams) or [None] * len(self.stages)
+        self.readers, self.links = readers, links
+        self.link_in = [SerialLink(clock=time.time) for _ in self.stages]
+        self.runs = [compile_stage(replace(stage, model=pickle.loads(data)), keras_device)
+                     for stage, data in zip(self.stages, model_bytes)]
 
     def recorded(self) -> list[tuple]:
-        """The timed events of this stage (and of the link into it)."""
+        """The timed events of these stages (and of the links into them)."""
         return self.events
 
     def ping(self) -> str:
@@ -86,34 +93,37 @@ class StageWorker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def _run(self, values):
+    def _run(self, which: int, values):
+        stage = self.stages[which]
         values = dict(values)
-        values.update(zip(self.output_keys, self.run([values[k] for k in self.input_keys])))
+        values.update(zip(stage.output_keys,
+                          self.runs[which]([values[k] for k in stage.input_keys])))
         return values
 
-    def warm(self, values: dict) -> dict:
+    def warm(self, values: dict, which: int = 0) -> dict:
         try:
-            return self._run(values)
+            return self._run(which, values)
         except Exception as exc:
-            raise stage_error(self.device, exc) from None
+            raise stage_error(self.stages[which].name, exc) from None
 
-    def step(self, frame: int, payload: tuple) -> tuple:
+    def step(self, frame: int, payload: tuple, which: int = 0) -> tuple:
         values, started, ready = payload
-        if self.upstream is not None and self.links:
-            seconds = send_s(self.upstream, values, self.readers, self.links)
+        stage, upstream = self.stages[which], self.upstreams[which]
+        if upstream is not None and self.links:
+            seconds = send_s(upstream, values, self.readers, self.links)
             if seconds:
-                start, arrival = self.link.carry(ready, seconds)
-                self.events.append((f"{self.upstream.device}->next", frame, start, arrival))
+                start, arrival = self.link_in[which].carry(ready, seconds)
+                self.events.append((f"{upstream.name}->next", frame, start, arrival))
         start = time.time()
         try:
             if self.fault is not None:
-                self.fault.trigger(self.device, frame)
-            values = self._run(values)
+                self.fault.trigger(stage.device, frame)
+            values = self._run(which, values)
         except Exception as exc:
-            raise stage_error(self.device, exc) from None
+            raise stage_error(stage.name, exc) from None
         end = time.time()
-        self.events.append((self.device, frame, start, end))
-        values = {k: v for k, v in values.items() if k in self.keep}
+        self.events.append((stage.name, frame, start, end))
+        values = {k: v for k, v in values.items() if k in self.keeps[which]}
         return values, start if started is None else started, end
 
 
@@ -186,27 +196,30 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
     producer = producers(stages, first_device)
     keep = keep_sets(stages, output_keys)
     stage_actor = ray.remote(StageWorker)
-    upstream = None
-    for i, stage in enumerate(stages):
-        keras_device = devices.get(stage.device)
+    groups = device_groups(stages)  # an actor per device, holding its stages
+    lights = [replace(stage, model=None) for stage in stages]  # the models travel once
+    for device, indices in groups.items():
+        keras_device = devices.get(device)
         options: dict[str, Any] = {"num_cpus": threads, "max_restarts": 0}
         if keras_device and keras_device.lower().startswith("gpu"):
             options["num_gpus"] = 1
             keras_device = "gpu:0"  # Ray makes the GPU it grants the only visible one
-        if stage.device in placement:
-            options["resources"] = {placement[stage.device]: 0.001}
-        light = replace(stage, model=None)  # the model travels once, as model_bytes
-        actors.append((stage.device, stage_actor.options(**options).remote(
-            light, pickle.dumps(stage.model), keras_device, threads, keep[i], fault,
-            upstream, readers, links)))
-        upstream = light
+        if device in placement:
+            options["resources"] = {placement[device]: 0.001}
+        actors.append((device, stage_actor.options(**options).remote(
+            [lights[i] for i in indices], [pickle.dumps(stages[i].model) for i in indices],
+            keras_device, threads, [keep[i] for i in indices], fault,
+            [lights[i - 1] if i else None for i in indices], readers, links)))
+    actor_of = dict(actors)
+    route = [(actor_of[s.device], groups[s.device].index(i)) for i, s in enumerate(stages)]
     back = SerialLink(clock=time.time)  # the return of outputs to the first device
-    nodes = _wait_started(ray, actors, placement)
+    started_on = _wait_started(ray, actors, placement)
+    nodes = {s.name: started_on[s.device] for s in stages}
     values = dict(zip(input_keys, frames[0]))
-    for _, actor in actors:
-        values = _get(ray, actors, actor.warm.remote(values), timeout_s)
+    for actor, which in route:
+        values = _get(ray, actors, actor.warm.remote(values, which), timeout_s)
 
-    window = window or default_in_flight(len(actors))
+    window = window or default_in_flight(len(stages))
     returns: list[Event] = []
     pending: deque = deque()
     results: dict[int, tuple[list, float, float]] = {}
@@ -217,8 +230,8 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
         while next_frame < len(frames) or pending:
             while next_frame < len(frames) and len(pending) < window:
                 ref = (dict(zip(input_keys, frames[next_frame])), None, None)
-                for _, actor in actors:
-                    ref = actor.step.remote(next_frame, ref)
+                for actor, which in route:
+                    ref = actor.step.remote(next_frame, ref, which)
                 pending.append((next_frame, ref))
                 next_frame += 1
             frame, ref = pending.popleft()

@@ -161,10 +161,6 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                             f"{', '.join(plan.problem.devices)})")
     tg = TaskGraph.from_keras(model)
     stages = build_stages(model, plan, tg)
-    if backend == "ray" and len({s.device for s in stages}) < len(stages):
-        raise DnnsplitError(
-            "this plan comes back to a device (stages " + ", ".join(s.name for s in stages)
-            + "): the Ray backend runs one stage per device; use --backend local or processes")
     data = random_frames(model, frames, seed)
     problem = plan.problem
     links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}

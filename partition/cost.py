@@ -24,7 +24,9 @@ class Predicted:
     or per-link transfer sum.
     ``monotone``: every edge goes from device i to device j >= i (a valid pipeline; the final
     return of outputs to d1 is exempt). ``throughput_fps`` is ``1000 / period_ms`` for a
-    monotone assignment and 0 otherwise (a non-monotone split cannot be pipelined as stages).
+    monotone assignment and 0 otherwise: a non-monotone split is no pipeline of the problem's
+    kind (the executor still runs it, a device's visits taking turns, but the period it
+    reaches is not modelled; ``period_ms`` is then only a lower bound).
     """
 
     latency_ms: float

@@ -255,12 +255,6 @@ def test_a_device_runs_its_stages_one_at_a_time():
     assert all(end <= next_start for (_, end), (next_start, _) in zip(on_a, on_a[1:]))
 
 
-def test_ray_refuses_a_plan_that_comes_back_to_a_device():
-    model = branchy_model()
-    with pytest.raises(DnnsplitError, match="comes back to a device.*a#2"):
-        execute(model, _back_and_forth_plan(model), frames=2, backend="ray")
-
-
 @pytest.mark.parametrize("backend", ["local", "processes"])
 def test_a_plan_that_offloads_every_layer_sends_the_input_over_the_link(backend):
     from partition.plan import Plan

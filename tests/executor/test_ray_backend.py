@@ -11,7 +11,8 @@ from executor.run import execute, random_frames
 from executor.stages import build_stages, model_input_keys
 from predictor.errors import DnnsplitError
 from predictor.model_graph import TaskGraph
-from tests.executor.test_pipeline import branchy_model, nested_model, plan_for, two_input_model
+from tests.executor.test_pipeline import (_back_and_forth_plan, branchy_model, nested_model,
+                                          plan_for, two_input_model)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -50,6 +51,19 @@ def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     assert [e.end for e in last] == sorted(e.end for e in last)
     assert len({e.lane for e in result.events} & {s.device for s in stages}) == len(stages)
     assert result.link_ms and all(v >= 14.0 for v in result.link_ms.values())
+
+
+def test_a_plan_that_comes_back_to_a_device_runs_on_one_actor_per_device(cluster):
+    model = branchy_model()
+    plan = _back_and_forth_plan(model, latency_ms=25.0)
+    report = execute(model, plan, frames=5, backend="ray", in_flight=1)
+    assert report.outputs_match
+    assert [s["stage"] for s in report.stages] == ["a", "b", "a#2"]
+    assert report.stages[0]["ray_node"] == report.stages[2]["ray_node"]
+    assert set(report.run.link_ms) == {"a->next", "b->next"}
+    for lane in ("a->next", "b->next"):  # each crossing once, as the plan counts it
+        assert report.run.link_ms[lane] == pytest.approx(25.0, abs=1.0)
+    assert 50.0 <= report.measured["latency_p50_ms"] <= 80.0
 
 
 def test_a_failing_stage_stops_the_run_and_names_the_stage(cluster):
