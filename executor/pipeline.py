@@ -55,6 +55,8 @@ class RunResult:
     events: list[Event] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)  # stage device -> Ray node id (ray)
     cpus: dict[str, list[int]] = field(default_factory=dict)  # -> CPUs it ran on (processes)
+    #: stage name -> its device (they differ for a device's second visit, ``phone#2``)
+    stage_devices: dict[str, str] = field(default_factory=dict)
 
 
 def transfer_s(nbytes: int, link: Mapping[str, float]) -> float:
@@ -176,7 +178,8 @@ def summarise(stages: Sequence[Stage], n: int,
     return RunResult(frames=n, outputs=[results[f][0] for f in order if results[f][0]],
                      latencies_ms=latencies, period_ms=period,
                      throughput_fps=1000 / period if period > 0 else float("inf"),
-                     busy_ms=busy, link_ms=link, events=sorted(events, key=lambda e: e.start))
+                     busy_ms=busy, link_ms=link, events=sorted(events, key=lambda e: e.start),
+                     stage_devices={s.name: s.device for s in stages})
 
 
 def progress_bar(total: int, enabled: bool):

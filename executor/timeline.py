@@ -1,4 +1,5 @@
-"""Gantt chart of a pipeline run: one lane per stage and link, one bar per frame."""
+"""Gantt chart of a pipeline run: one lane per device and link, one bar per frame (a device's
+later visits, in a plan that comes back to it, on its lane, hatched and labelled ``frame#k``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from executor.pipeline import RunResult
 MAX_FRAMES = 8
 
 
+def timeline_rows(result: RunResult) -> dict[str, str]:
+    """Event lane -> the row it is drawn on: a stage's device, or the lane itself (links)."""
+    return {**{e.lane: e.lane for e in result.events}, **result.stage_devices}
+
+
 def plot_timeline(result: RunResult, path: str | Path, frames: int = MAX_FRAMES) -> Path:
     import matplotlib
 
@@ -21,14 +27,17 @@ def plot_timeline(result: RunResult, path: str | Path, frames: int = MAX_FRAMES)
     if not events:
         raise ValueError("no events to plot")
     t0 = min(e.start for e in events)
-    lanes = list(dict.fromkeys(e.lane for e in events))
+    row = timeline_rows(result)
+    lanes = list(dict.fromkeys(row[e.lane] for e in events))
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(11, 1.0 + 0.6 * len(lanes)))
     for e in events:
-        y = lanes.index(e.lane)
+        y = lanes.index(row[e.lane])
+        visit = e.lane[len(row[e.lane]):] if row[e.lane] != e.lane else ""  # "#2", ...
         ax.barh(y, (e.end - e.start) * 1000, left=(e.start - t0) * 1000,
-                color=cmap(e.frame % 10), edgecolor="black", linewidth=0.3)
-        ax.text((e.start - t0) * 1000 + (e.end - e.start) * 500, y, str(e.frame),
+                color=cmap(e.frame % 10), edgecolor="black", linewidth=0.3,
+                hatch="//" if visit else None)
+        ax.text((e.start - t0) * 1000 + (e.end - e.start) * 500, y, f"{e.frame}{visit}",
                 ha="center", va="center", fontsize=7)
     ax.set_yticks(range(len(lanes)), lanes)
     ax.invert_yaxis()

@@ -244,15 +244,23 @@ def test_a_plan_that_comes_back_to_a_device_runs_and_pays_each_transfer_once(bac
     assert 50.0 <= report.measured["latency_p50_ms"] <= 65.0
 
 
-def test_a_device_runs_its_stages_one_at_a_time():
+def test_a_device_runs_its_stages_one_at_a_time(tmp_path):
+    from executor.timeline import plot_timeline, timeline_rows
+
     model = branchy_model()
     tg = TaskGraph.from_keras(model)
     stages = build_stages(model, _back_and_forth_plan(model), tg)
     result = run_pipeline(stages, random_frames(model, 30), model_input_keys(tg),
-                          list(tg.output_sources), in_flight=3)
+                          list(tg.output_sources), in_flight=3,
+                          links={("a", "b"): {"latency_ms": 1.0, "mbps": 1000.0},
+                                 ("b", "a"): {"latency_ms": 1.0, "mbps": 1000.0}},
+                          first_device="a")
     on_a = sorted((e.start, e.end) for e in result.events if e.lane in ("a", "a#2"))
     assert len(on_a) == 60
     assert all(end <= next_start for (_, end), (next_start, _) in zip(on_a, on_a[1:]))
+    rows = timeline_rows(result)  # the second visit is drawn on its device's lane
+    assert rows["a#2"] == "a" and rows["b"] == "b" and rows["a->next"] == "a->next"
+    assert plot_timeline(result, tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("backend", ["local", "processes"])
