@@ -15,7 +15,12 @@ large-weight convolutions to less), so this fits richer forms on the same traini
   model does not);
 - weights: ``c * sum(t) + b * (weight MiB of kernels whose weights fit the 32 MiB L3)`` (alone,
   a kernel's weights stay in cache between calls; in a model they are streamed);
-- fixed cost + weights.
+- fixed cost + weights;
+- both weights forms again with the weights term only for models whose weights exceed the L3
+  ("model > L3": a model that fits keeps its weights cached from frame to frame too).
+
+A table per model (load 0) shows each form's error: leave-one-model-out for the training
+models, the fit on all of them for the held-out ones.
 
 t = a kernel's predicted time in probe units (no correction); one call overhead is added to
 every form. Judged by leave-one-model-out over the training models (the choice may only rest
@@ -55,6 +60,10 @@ def _weights_term(k, p):
     return math.exp(p[1]) * k["w"][k["w"] <= CACHE_BYTES].sum() / MIB * 1e-3
 
 
+def _weights_if_large(k, p):
+    return _weights_term(k, p) if k["w"].sum() > CACHE_BYTES else 0.0
+
+
 FORMS = {  # name -> (sum of kernels given params, initial params, shrink towards the mean?)
     "global": (lambda k, p: math.exp(p[0]) * k["t"].sum(), [0.0], False),
     "per type": (_per_type, [0.0] * (len(GROUPS) + 1), True),
@@ -63,6 +72,11 @@ FORMS = {  # name -> (sum of kernels given params, initial params, shrink toward
                 False),
     "fixed cost + weights": (lambda k, p: _fixed(k, [p[0], p[2]]) + _weights_term(k, p),
                              [0.0, 0.0, -6.0], False),
+    "weights, model > L3": (lambda k, p: math.exp(p[0]) * k["t"].sum() + _weights_if_large(k, p),
+                            [0.0, 0.0], False),
+    "fixed cost + weights, model > L3": (
+        lambda k, p: _fixed(k, [p[0], p[2]]) + _weights_if_large(k, p), [0.0, 0.0, -6.0],
+        False),
 }
 
 
@@ -106,21 +120,29 @@ def main(argv=None):
              "k": kernels[(r["model"], float(r["load"]))],
              "measured": float(r["median_ms"]) / float(r["ref_probe_ms"])} for r in rows]
     train = [d for d in data if d["split"] == "train" and d["load_target"] == "0"]
-    results = []
+    results, per_model = [], {}  # per_model[(model, split)][form] = error at load 0
     for form in FORMS:
         lomo = []
         for model in sorted({d["model"] for d in train}):
             params = _fit([d for d in train if d["model"] != model], form)
-            lomo += [_error(d, form, params) for d in data
-                     if d["model"] == model and d["split"] == "train"]
+            for d in data:
+                if d["model"] == model and d["split"] == "train":
+                    lomo.append(_error(d, form, params))
+                    if d["load_target"] == "0":
+                        per_model.setdefault((model, "train"), {})[form] = lomo[-1]
         params = _fit(train, form)
-        held_out = [_error(d, form, params) for d in data if d["split"] == "evaluation"]
+        held_out = []
+        for d in data:
+            if d["split"] == "evaluation":
+                held_out.append(_error(d, form, params))
+                if d["load_target"] == "0":
+                    per_model.setdefault((d["model"], "held-out"), {})[form] = held_out[-1]
         results.append((form, params, lomo, held_out))
         a, b = _summary(lomo), _summary(held_out)
         print(f"{form}: LOMO {a['within_10']:.0%} within 10%, held-out {b['within_10']:.0%}",
               flush=True)
     out = Path(args.out or ROOT / "docs" / f"model-correction-{folder.name}.md")
-    write_text_atomic(out, _report(argv, folder.name, len(train), results))
+    write_text_atomic(out, _report(argv, folder.name, len(train), results, per_model))
     print(f"wrote {out}")
 
 
@@ -151,7 +173,7 @@ def _summary(errors) -> dict:
             "median_abs": statistics.median(errors), "max_abs": max(errors)}
 
 
-def _report(argv, profile, n_train, results) -> str:
+def _report(argv, profile, n_train, results, per_model) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
     lines = [
         f"# Model-level corrections of the kernel sum ({profile})", "",
@@ -168,8 +190,9 @@ def _report(argv, profile, n_train, results) -> str:
         "DepthwiseConv2D and the rest, log-factors shrunk to their mean; fixed cost "
         "`c·Σ t²/(t+d)` (a kernel alone pays about d that a compiled model does not); "
         "weights `c·Σt + b·(MiB of weights of kernels whose weights fit the 32 MiB L3)` "
-        "(alone, weights stay cached between calls; in a model they stream); and fixed cost "
-        "+ weights.",
+        "(alone, weights stay cached between calls; in a model they stream); fixed cost "
+        "+ weights; and both weights forms with the weights term only where the model's "
+        "weights exceed the L3 (model > L3).",
         "", f"Fitted on {n_train} training rows (load 0); leave-one-model-out predicts each "
         "training model's rows at both loads from the others.", "",
         "| form | LOMO within ±10% | LOMO within ±20% | LOMO median abs | LOMO max abs | "
@@ -186,6 +209,15 @@ def _report(argv, profile, n_train, results) -> str:
               "the forms that fit the training models better did not carry over to the "
               "held-out models (see the table)." if best[0] != "global" else
               f"Best by leave-one-model-out: **{best[0]}**, the bundle's form."]
+    forms = [r[0] for r in results]
+    lines += ["", "## Per model (load 0)", "",
+              "Prediction / measured - 1: leave-one-model-out for the training models, the fit "
+              "on all training models for the held-out ones.", "",
+              "| model | split | " + " | ".join(forms) + " |",
+              "|---|---|" + "---|" * len(forms)]
+    for (model, split), errors in sorted(per_model.items(), key=lambda kv: (kv[0][1], kv[0])):
+        lines.append(f"| {model} | {split} | "
+                     + " | ".join(f"{errors[f]:+.1%}" for f in forms) + " |")
     return "\n".join(lines) + "\n"
 
 
