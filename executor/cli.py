@@ -89,7 +89,7 @@ def run_command(
 
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
-    typer.echo(f"running {frames} frames on {len(loaded.stages)} devices "
+    typer.echo(f"running {frames} frames through {len(loaded.stages)} stages "
                f"(backend {backend})", err=True)
     report = execute(load_model(model), loaded, frames=frames, backend=backend,
                      emulate_links=not no_links, threads=threads,

@@ -2,8 +2,8 @@
 
 A plan whose tensors only go to later devices (every throughput plan) has one stage per device
 it uses, in device order. A latency plan may come back to a device (phone -> server -> phone):
-then that device has one stage per visit, named ``phone``, ``phone#2``, ... (:func:`stage_nodes`),
-and the executor runs a device's stages one at a time.
+then that device has one stage per visit, named ``phone``, ``phone#2``, ...
+(:func:`partition.visits.visits`), and the executor runs a device's stages one at a time.
 
 Each stage is a new functional model that re-calls the original layers (weights are shared, not
 copied) on fresh ``keras.Input`` tensors for everything it receives: model inputs, tensors
@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from partition.visits import visits
 from predictor.errors import DnnsplitError
 from predictor.keras_env import import_keras
 from predictor.model_graph import TaskGraph
@@ -81,34 +82,13 @@ def check_plan_matches(tg: TaskGraph, plan) -> None:
                 "batch size?)")
 
 
-def stage_nodes(tg: TaskGraph, assignment: Mapping[str, str],
-                devices: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """The plan's stages in running order: ``(device, nodes in topological order)``.
-
-    Each node gets a visit number: the largest over its inputs of theirs, plus one where an
-    input comes from a later device (the frame must come back). Stages are the (visit,
-    device) pairs in that order, so every tensor goes to a later stage and a plan that never
-    goes back has exactly one stage per device it uses, in device order.
-
-    >>> # a -> b on server -> c on phone: [("phone", [a]), ("server", [b]), ("phone", [c])]
-    """
-    order = {d: i for i, d in enumerate(devices)}
-    visit: dict[str, int] = {}
-    for node in tg.nodes:  # topological
-        here = order[assignment[node]]
-        visit[node] = max((visit[u] + (order[assignment[u]] > here)
-                           for u in tg.graph.predecessors(node)), default=0)
-    key = {n: (visit[n], order[assignment[n]]) for n in tg.nodes}
-    return [(devices[d], [n for n in tg.nodes if key[n] == (v, d)])
-            for v, d in sorted(set(key.values()))]
-
-
 def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
-    """Stage sub-models in running order (:func:`stage_nodes`; unused devices left out)."""
+    """Stage sub-models in running order (:func:`partition.visits.visits`; unused devices
+    left out)."""
     keras = import_keras()
     tg = tg or TaskGraph.from_keras(model)
     check_plan_matches(tg, plan)
-    plan_stages = stage_nodes(tg, plan.assignment, plan.problem.devices)
+    plan_stages = visits(tg.nodes, tg.graph.edges, plan.assignment, plan.problem.devices)
     stage_of = {n: i for i, (_, nodes) in enumerate(plan_stages) for n in nodes}
     needed_later: dict[Key, int] = {}  # key -> the last stage that reads it
     for node in tg.nodes:
@@ -117,10 +97,10 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
     final = {k: len(plan_stages) for k in tg.output_sources}
     model_inputs = set(tg.input_nodes)
     stages = []
-    visits: dict[str, int] = {}
+    seen: dict[str, int] = {}  # device -> its visits so far
     for index, (device, nodes) in enumerate(plan_stages):
-        visits[device] = visits.get(device, 0) + 1
-        name = device if visits[device] == 1 else f"{device}#{visits[device]}"
+        seen[device] = seen.get(device, 0) + 1
+        name = device if seen[device] == 1 else f"{device}#{seen[device]}"
         values: dict[Key, Any] = {}
         input_keys: list[Key] = []
         inputs = []
@@ -156,7 +136,7 @@ def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
         output_keys = [k for k in produced
                        if max(needed_later.get(k, -1), final.get(k, -1)) > index]
         sub = keras.Model(inputs, [values[k] for k in output_keys],
-                          name=f"stage_{device}" + (f"_{visits[device]}" if visits[device] > 1
+                          name=f"stage_{device}" + (f"_{seen[device]}" if seen[device] > 1
                                                     else ""))
         stages.append(Stage(device, nodes, input_keys, output_keys, sub,
                             forwards_only=len(held_inputs) == len(nodes), name=name))

@@ -18,6 +18,7 @@ from typing import Any
 from partition.cost import Predicted, evaluate
 from partition.problem import Link, PlanError, Problem
 from partition.solution import Solution
+from partition.visits import visits
 from predictor.files import read_json, write_json_atomic
 
 #: Relative tolerance when a loaded plan's stored predictions are checked.
@@ -45,12 +46,11 @@ class Plan:
 
     @property
     def stages(self) -> list[dict[str, Any]]:
-        """Devices in pipeline order with the nodes each runs (devices with none omitted)."""
-        return [
-            {"device": d, "nodes": [n for n in self.problem.nodes if self.assignment[n] == d]}
-            for d in self.problem.devices
-            if any(self.assignment[n] == d for n in self.problem.nodes)
-        ]
+        """Stages in running order with their nodes: the devices in pipeline order (devices
+        with none omitted), a device twice where a latency plan comes back to it."""
+        p = self.problem
+        return [{"device": d, "nodes": nodes}
+                for d, nodes in visits(p.nodes, p.edges, self.assignment, p.devices)]
 
     @property
     def value(self) -> float:
