@@ -14,8 +14,8 @@ back to it, and each arrives when the relay has echoed it back.
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
 not counted). A device with several stages (a latency plan that comes back to it) runs them
-one at a time (a lock per device). A stage that raises stops the whole run within a second, with an error naming
-the stage; so does Ctrl-C. No thread outlives :func:`run_pipeline`.
+one at a time (a lock per device). A stage that raises stops the whole run within a second,
+with an error naming the stage; so does Ctrl-C. No thread outlives :func:`run_pipeline`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ is started for the run and shut down after it; with ``address`` (``"auto"``, ``"
 the run joins an existing cluster, where every node must have dnnsplit installed.
 
 A device whose stages a latency plan visits more than once has one actor holding them all,
-so they take turns. Frames flow actor to actor through Ray's object store (a real network transfer when two
-stages are on different machines). Links are emulated as in the local backend (unless links
+so they take turns. Frames flow actor to actor through Ray's object store (a real network
+transfer when two stages are on different machines). Links are emulated as in the local backend (unless links
 are not emulated): each stage actor holds a frame until the link from the stage before would
 have delivered it (:class:`~executor.pipeline.SerialLink`, on the wall clock: across machines
 this assumes their clocks agree, as NTP keeps them); the driver dates the outputs' return to
