@@ -29,6 +29,7 @@ import sys
 import time
 
 from partition.cost import evaluate_indexed, objective_value
+from partition.dads import min_cut_latency
 from partition.problem import IndexedProblem, PlanError, Problem
 from partition.solution import Solution, bound_note, stopwatch
 from partition.wide_latency import proven_by_relaxation, relaxation_bound, wide_latency
@@ -70,10 +71,10 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     a ``note``): for **throughput** (no proof within :data:`THROUGHPUT_EXACT_S`) it is the
     best split along one topological order, with the lower bound the search proved and the
     gap; for **latency** with k > 2 and a frontier too wide for the k-device DP it is the best
-    plan over the first device and one other (exact 2-device DPs); otherwise (more than
-    ``max_states`` live states, or longer than ``time_limit_s``) it comes from
-    :func:`partition.milp.milp` with ``fallback_time_s``, ``exact`` being HiGHS's proof
-    status. With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
+    plan over the first device and one other (exact 2-device DPs); for latency on 2 devices
+    the minimum s-t cut (exact, milliseconds); otherwise (more than ``max_states`` live
+    states, or longer than ``time_limit_s``) it comes from :func:`partition.milp.milp` with
+    ``fallback_time_s``, ``exact`` being HiGHS's proof status. With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
     """
     ip = problem.indexed
     if objective not in ("latency", "throughput"):
@@ -97,9 +98,12 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                                                   elapsed, relaxation)
                     if proven is not None:
                         return proven
-                try:  # a wide graph gets a short try: pruning often keeps the states few
+                # a wide graph gets a short try (pruning often keeps the states few), and so
+                # does any 2-device problem when a fallback is allowed: the min cut is exact
+                short = wide or (ip.k == 2 and fallback_time_s is not None)
+                try:
                     devices, states = _latency(ip, order, max_states, _sooner(
-                        deadline, LATENCY_WIDE_TRY_S if wide else None))
+                        deadline, LATENCY_WIDE_TRY_S if short else None))
                 except _TooWide as exc:
                     if not wide:
                         raise
@@ -115,6 +119,13 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
         except _TooWide as exc:
             if fallback_time_s is None:
                 raise PlanError(f"exact dp gave up: {exc}") from None
+            if objective == "latency" and ip.k == 2:  # one min cut is exact for two devices
+                devices = min_cut_latency(ip)
+                return Solution("dp", objective, tuple(devices),
+                                objective_value(evaluate_indexed(ip, devices), objective),
+                                elapsed(), exact=True, states=1,
+                                note=f"exact dp gave up ({exc}); answered by the minimum s-t "
+                                     "cut, exact for two devices")
             from partition.milp import milp
 
             answer = milp(problem, objective, time_limit_s=fallback_time_s)

@@ -55,7 +55,9 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
     lanes = [d for d in problem.devices] + [
         f"{problem.devices[a]}->{problem.devices[b]}" for (a, b) in sorted(predicted.link_ms)]
     loads = list(predicted.device_ms) + [predicted.link_ms[key] for key in sorted(predicted.link_ms)]
-    stage_of = {stage["device"]: s for s, stage in enumerate(plan.stages)}
+    stage_of: dict[str, int] = {}  # device -> its first stage (a latency plan may come back)
+    for s, stage in enumerate(plan.stages):
+        stage_of.setdefault(stage["device"], s)
 
     def step(name: str) -> int:
         source, _, target = name.partition("->")

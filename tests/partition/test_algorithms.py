@@ -185,6 +185,17 @@ def test_dp_hands_a_too_wide_latency_problem_to_the_milp_and_says_so():
     assert answer.exact and close(answer.value, dp(problem, "latency").value)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_dp_answers_a_too_wide_two_device_latency_problem_by_the_min_cut(seed):
+    from partition.milp import milp
+
+    problem = random_problem(300 + seed, 12, 2, edge_p=0.3, call_overhead=seed % 2 == 1)
+    answer = dp(problem, "latency", max_states=1, time_limit_s=0.0)
+    assert "minimum s-t cut" in answer.note and answer.exact
+    assert close(answer.value, milp(problem, "latency").value)
+    assert close(answer.value, dp(problem, "latency").value)
+
+
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 def test_dp_without_fallback_refuses_a_too_wide_graph(objective):
     problem = random_problem(77, 12, 3, edge_p=0.3)
