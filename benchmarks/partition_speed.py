@@ -56,6 +56,7 @@ def solve(algorithm, problem, objective, time_limit):
         s = algorithm(problem, objective)
     if s.exact:
         how = ("exact" if not s.note else "exact (MILP)" if "MILP" in s.note
+               else "exact (min cut)" if "minimum s-t cut" in s.note
                else "exact (relaxation bound)")
     elif s.note and "one topological order" in s.note:
         how = "split along one order; gap <= " + s.note.rsplit("at most ", 1)[-1]
