@@ -148,6 +148,9 @@ def print_report(report) -> None:
                 if link["link"].split("->") in ([sender, d] for d in order[i + 1:]))
             row(f"link {names[i]}->{names[i + 1]}" + ("+" if i + 2 < len(order) else ""),
                 measured, predicted)
+    if revisits:
+        typer.echo("this plan comes back to a device (a latency plan): the plan predicts its "
+                   "latency; its period is only a lower bound (a device's visits take turns)")
     if report.in_flight > 1:
         typer.echo(f"latency: predicted for one frame through an empty pipeline; up to "
                    f"{report.in_flight} frames were in flight, so frames also waited for each "

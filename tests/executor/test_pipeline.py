@@ -207,6 +207,23 @@ def test_a_plan_that_comes_back_to_a_device_runs_and_pays_each_transfer_once(bac
     assert 50.0 <= report.measured["latency_p50_ms"] <= 65.0
 
 
+def test_the_cli_reports_each_visit_of_a_plan_that_comes_back(tmp_path):
+    model = branchy_model()
+    path = tmp_path / "branchy.keras"
+    model.save(path)
+    _back_and_forth_plan(model).save(tmp_path / "plan.json")
+    result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
+                                      "--frames", "4", "--in-flight", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("stage ")] == ["a", "b", "a#2"]
+    assert any(line.startswith("link a->b") for line in lines)
+    assert any(line.startswith("link b->a#2") for line in lines)
+    throughput = next(line for line in lines if line.startswith("throughput fps")).split()
+    assert len(throughput) == 3  # measured only: the plan predicts no throughput for it
+    assert "comes back to a device" in result.stdout
+
+
 def test_a_device_runs_its_stages_one_at_a_time(tmp_path):
     from executor.timeline import plot_timeline, timeline_rows
 
