@@ -44,9 +44,8 @@ import numpy as np
 from collectors.timing import cpu_blocks, main_not_reimported
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, device_groups,
-                               keep_sets,
-                               producers, progress_bar, return_s, send_s, stage_error,
-                               summarise, tensor_layouts)
+                               keep_sets, producers, progress_bar, return_s, send_s,
+                               stage_error, summarise, tensor_layouts)
 from executor.stages import Key, Stage
 
 __all__ = ["Ring", "run_pipeline_processes"]
