@@ -8,14 +8,14 @@ pass ``placement={"edge-device": "edge"}``). Without ``address`` a private local
 is started for the run and shut down after it; with ``address`` (``"auto"``, ``"HOST:PORT"``)
 the run joins an existing cluster, where every node must have dnnsplit installed.
 
-A device whose stages a latency plan visits more than once has one actor holding them all,
-so they take turns. Frames flow actor to actor through Ray's object store (a real network
-transfer when two stages are on different machines). Links are emulated as in the local backend (unless links
-are not emulated): each stage actor holds a frame until the link from the stage before would
-have delivered it (:class:`~executor.pipeline.SerialLink`, on the wall clock: across machines
-this assumes their clocks agree, as NTP keeps them); the driver dates the outputs' return to
-the first device the same way. No process is spent on links. Each actor runs its calls in
-submission order, so frames stay in order; at most ``window`` frames are in flight
+A device whose stages a latency plan visits more than once has one actor holding them all, so
+they take turns. Frames flow actor to actor through Ray's object store (a real network transfer
+when two stages are on different machines). Links are emulated as in the local backend (unless
+links are not emulated): each stage actor holds a frame until the link from the stage before
+would have delivered it (:class:`~executor.pipeline.SerialLink`, on the wall clock: across
+machines this assumes their clocks agree, as NTP keeps them); the driver dates the outputs'
+return to the first device the same way. No process is spent on links. Each actor runs its
+calls in submission order, so frames stay in order; at most ``window`` frames are in flight
 (backpressure). Every stage is warmed up on the first frame before timing starts.
 
 Faults: a stage that raises or a worker process that dies stops the run with an error that
@@ -38,8 +38,8 @@ import numpy as np
 
 from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, device_groups,
-                               keep_sets, producers,
-                               progress_bar, return_s, send_s, stage_error, summarise)
+                               keep_sets, producers, progress_bar, return_s, send_s,
+                               stage_error, summarise)
 from executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0

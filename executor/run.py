@@ -15,7 +15,7 @@ import numpy as np
 
 from collectors.calibrate import ProbeWindow
 from executor.local import run_pipeline
-from executor.pipeline import Fault, RunResult, default_in_flight
+from executor.pipeline import Fault, RunResult, default_in_flight, device_groups
 from executor.stages import build_stages, model_input_keys
 from partition.cost import evaluate, scale_compute
 from predictor.errors import DnnsplitError
@@ -93,11 +93,11 @@ def stage_predictions(problem, stages, device_ms: Sequence[float]) -> list[float
     device has one stage; where a latency plan comes back to a device, each visit's layers,
     with the device's call overhead counted on its first visit, as the plan counts it."""
     index = {d: i for i, d in enumerate(problem.devices)}
-    visits = [s.device for s in stages]
+    groups = device_groups(stages)
     charged: set[str] = set()
     times = []
     for stage in stages:
-        if visits.count(stage.device) == 1:
+        if len(groups[stage.device]) == 1:
             times.append(device_ms[index[stage.device]])
             continue
         ms = sum(problem.compute_ms[n][stage.device] for n in stage.nodes)

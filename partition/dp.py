@@ -74,7 +74,8 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     plan over the first device and one other (exact 2-device DPs); for latency on 2 devices
     the minimum s-t cut (exact, milliseconds); otherwise (more than ``max_states`` live
     states, or longer than ``time_limit_s``) it comes from :func:`partition.milp.milp` with
-    ``fallback_time_s``, ``exact`` being HiGHS's proof status. With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
+    ``fallback_time_s``, ``exact`` being HiGHS's proof status. With ``fallback_time_s=None``
+    dp raises :class:`PlanError` instead.
     """
     ip = problem.indexed
     if objective not in ("latency", "throughput"):
