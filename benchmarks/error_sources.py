@@ -89,7 +89,8 @@ def main(argv=None):
             kernel_entries.append((kernel, timed[config.key]))
         after = probe.time_ms()
         probe_now = (before + after) / 2
-        raw = predict_graph(bundle, tg, load=0.0, probe_ms=probe_now, corrected=False)
+        raw = predict_graph(bundle, tg, load=0.0, probe_ms=probe_now, corrected=False,
+                            streaming=False)
         full = predict_graph(bundle, tg, load=0.0, probe_ms=probe_now).total_ms
         predicted = {tuple(k.nodes): ms for k, ms in raw.kernel_ms}
         skipped = 0

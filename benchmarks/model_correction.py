@@ -22,7 +22,8 @@ large-weight convolutions to less), so this fits richer forms on the same traini
 A table per model (load 0) shows each form's error: leave-one-model-out for the training
 models, the fit on all of them for the held-out ones.
 
-t = a kernel's predicted time in probe units (no correction); one call overhead is added to
+t = a kernel's predicted time in probe units (no correction; the profile's weight-streaming
+cost included, ``collectors/streaming.py``); one call overhead is added to
 every form. Judged by leave-one-model-out over the training models (the choice may only rest
 on these); the held-out models' accuracy is printed beside it because that is what a user
 gets. Writes docs/model-correction-<profile>.md with the command, machine and date.

@@ -136,6 +136,34 @@ def corun_command(
     typer.echo(f"co-run factor (median) x{result['factor']:.3f} -> {path}")
 
 
+@app.command("streaming")
+@user_errors
+def streaming_command(
+    names: Optional[list[str]] = typer.Argument(
+        None, help="models (default: training models the pipeline benchmark does not use)"),
+    out: Optional[str] = typer.Option(
+        None, help="JSON (default datasets/<profile>/weight-streaming.json)"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads"),
+    profile: Optional[str] = typer.Option(None, help="profile name"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Extra time of large-weight kernels in a model over alone (weights not in cache)."""
+    import sys
+
+    from collectors.collect import default_profile
+    from collectors.corun import DEFAULT_MODELS
+    from collectors.streaming import measure_weight_streaming
+    from predictor.files import write_json_atomic
+
+    result = measure_weight_streaming(names or DEFAULT_MODELS, threads=threads,
+                                      progress=not quiet)
+    result["command"] = "collectors " + " ".join(sys.argv[1:])
+    path = out or f"datasets/{profile or default_profile(threads, None)}/weight-streaming.json"
+    write_json_atomic(path, result)
+    typer.echo(f"{len(result['kernels'])} kernels: {result['per_mib']} probe units per MiB "
+               f"above {result['threshold_mib']} MiB (cache {result['cache_mib']} MiB) -> {path}")
+
+
 @app.command("link-server")
 @user_errors
 def link_server_command(

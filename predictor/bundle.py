@@ -3,7 +3,8 @@
 ``datasets/<profile>/bundle.json`` holds, for every layer type, the chosen estimator family
 and its state (coefficients or XGBoost JSON: no pickles), the feature names, the CV table, the
 library versions that produced it, a hash of the CSVs it was trained on, the profile's
-reference-probe time, the per-call overhead and the model-level correction.
+reference-probe time, the per-call overhead, the weight-streaming cost of kernels
+(``weight-streaming.json``, :mod:`collectors.streaming`) and the model-level correction.
 
 :func:`load_bundle` reads it; if it was written by another major version of XGBoost or another
 bundle format, or its data hash no longer matches the CSVs beside it, it is rebuilt from those
@@ -26,6 +27,7 @@ log = logging.getLogger("dnnsplit")
 BUNDLE_FORMAT = 1
 BUNDLE_NAME = "bundle.json"
 GROUND_TRUTH_NAME = "models.csv"
+STREAMING_NAME = "weight-streaming.json"
 
 
 class ProfileError(DnnsplitError):
@@ -48,9 +50,11 @@ def library_versions() -> dict[str, str]:
 
 
 def data_hash(folder: str | Path) -> str:
-    """sha256 over the kernel CSVs of a profile folder (names and bytes)."""
+    """sha256 over the kernel CSVs and the weight-streaming fit of a profile folder (names and
+    bytes)."""
     digest = hashlib.sha256()
-    for path in kernel_csvs(folder):
+    streaming = Path(folder) / STREAMING_NAME
+    for path in kernel_csvs(folder) + ([streaming] if streaming.exists() else []):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -83,6 +87,9 @@ class Bundle:
     reference_probe_ms: float
     call_overhead_ms: float
     correction: float = 1.0
+    #: per kernel: ``per_mib * max(0, MiB of weights - threshold_mib)`` probe units, for
+    #: weights up to ``cache_mib`` (:mod:`collectors.streaming`); empty = none
+    streaming: dict[str, float] = field(default_factory=dict)
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
     chosen: dict[str, str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
@@ -96,10 +103,21 @@ class Bundle:
             "data_hash": self.data_hash, "feature_names": self.feature_names,
             "reference_probe_ms": self.reference_probe_ms,
             "call_overhead_ms": self.call_overhead_ms, "correction": self.correction,
-            "cv": self.cv, "chosen": self.chosen, "rows": self.rows, "meta": self.meta,
+            "streaming": self.streaming, "cv": self.cv, "chosen": self.chosen,
+            "rows": self.rows, "meta": self.meta,
             "types": {t: e.to_dict() for t, e in self.types.items()},
             "fallback": self.fallback.to_dict(),
         }
+
+    def streaming_cost(self, weight_bytes: float) -> float:
+        """Probe units a kernel with ``weight_bytes`` of weights pays in a model over alone
+        (0 without a streaming fit)."""
+        if not self.streaming:
+            return 0.0
+        mib = weight_bytes / 2.0 ** 20
+        if mib > self.streaming["cache_mib"]:
+            return 0.0  # streamed alone too: the benchmark already paid it
+        return self.streaming["per_mib"] * max(0.0, mib - self.streaming["threshold_mib"])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Bundle":
@@ -120,6 +138,7 @@ class Bundle:
                 reference_probe_ms=float(data["reference_probe_ms"]),
                 call_overhead_ms=float(data["call_overhead_ms"]),
                 correction=float(data.get("correction", 1.0)),
+                streaming={k: float(v) for k, v in data.get("streaming", {}).items()},
                 cv=dict(data.get("cv", {})), chosen=dict(data.get("chosen", {})),
                 rows=dict(data.get("rows", {})), versions=dict(data.get("versions", {})),
                 data_hash=str(data.get("data_hash", "")), meta=dict(data.get("meta", {})),
@@ -144,7 +163,7 @@ def load_bundle(profile: str | Path, rebuild: bool = True) -> Bundle:
             bundle = Bundle.from_dict(json.loads(path.read_text()))
             if not has_data or bundle.data_hash == data_hash(folder):
                 return bundle
-            problem = "its CSVs changed since it was trained"
+            problem = "its data (CSVs, weight-streaming fit) changed since it was trained"
         except (BundleFormatError, json.JSONDecodeError) as exc:
             problem = str(exc)
     else:

@@ -3,6 +3,9 @@
 The nn-Meter pipeline, kept visible: model -> task graph -> kernels (fusion rules) -> one
 regressor per kernel's first layer type -> sum. Then:
 
+- a kernel whose weights fit the cache pays the profile's weight-streaming cost on top
+  (``bundle.streaming``: alone, its weights stayed in cache between calls; in a model they come
+  from memory, :mod:`collectors.streaming`);
 - the model-level correction fitted on the training models (``bundle.correction``) scales the
   kernel sum; it is learned from training-model ground truth only;
 - one call overhead (``bundle.call_overhead_ms``) is added per compiled call (per stage);
@@ -44,8 +47,12 @@ class GraphPrediction:
 
 def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
                   probe_ms: float | None = None, corrected: bool = True,
-                  assignment: Mapping[str, str] | None = None) -> GraphPrediction:
+                  assignment: Mapping[str, str] | None = None,
+                  streaming: bool = True) -> GraphPrediction:
     """Per-node and total latency of a task graph (see the module docstring).
+
+    ``corrected=False`` leaves out the model-level correction, ``streaming=False`` the
+    weight-streaming cost (kernels as timed alone).
 
     With ``assignment`` (node -> device) the graph is predicted as cut into one compiled call
     per device: nodes on different devices are not fused, and each call pays the overhead.
@@ -71,6 +78,9 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
         estimator = bundle.fallback if kind == "__fallback__" else bundle.types[kind]
         frame = feature_frame([r for _, r in items], estimator.feature_names_)
         normalised[[i for i, _ in items]] = estimator.predict(frame)
+        if streaming:
+            for i, _ in items:
+                normalised[i] += bundle.streaming_cost(_weight_bytes(tg, kernels[i]))
     scale = (bundle.correction if corrected else 1.0) * probe
     kernel_ms = [(k, float(v * scale)) for k, v in zip(kernels, normalised)]
     node_ms = {n: 0.0 for n in tg.nodes}
@@ -83,6 +93,10 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
     return GraphPrediction(total_ms=sum(ms for _, ms in kernel_ms) + overhead,
                            node_ms=node_ms, kernel_ms=kernel_ms, call_overhead_ms=overhead,
                            unmodelled=unmodelled, probe_ms=probe)
+
+
+def _weight_bytes(tg: TaskGraph, kernel: Kernel) -> float:
+    return 4.0 * sum(tg.spec(n).params or 0 for n in kernel.nodes)  # float32, as collected
 
 
 def _shares(tg: TaskGraph, kernel: Kernel) -> dict[str, float]:

@@ -7,12 +7,14 @@
 The error is the mean absolute relative error of the drift-normalised time. Types with few
 rows use fewer folds; below ``MIN_ROWS_FOR_CV`` only the log-linear family is fitted. A generic
 log-linear model over all rows is the fallback for layer types without their own model.
-Afterwards one model-level correction (a scale on the kernel sum) is fitted on the
+The weight-streaming fit stored with the profile (``weight-streaming.json``) is taken over
+as it is. Afterwards one model-level correction (a scale on the kernel sum) is fitted on the
 *training* models' ground truth (``models.csv``), never on the evaluation models.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -21,8 +23,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from predictor.bundle import (GROUND_TRUTH_NAME, Bundle, ProfileError, data_hash, kernel_csvs,
-                              library_versions)
+from predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, ProfileError,
+                              data_hash, kernel_csvs, library_versions)
 from predictor.estimators import FAMILIES, make
 from predictor.feature_table import error_floor, feature_frame, feature_names, target
 from predictor.records import reference_probe_ms
@@ -114,8 +116,22 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         data_hash=data_hash(folder),
         meta={"target": "per-row probe" if per_row_probe else "profile median probe"},
     )
+    bundle.streaming = read_streaming(folder)
     fit_correction(bundle, folder)
     return bundle
+
+
+def read_streaming(folder: Path) -> dict[str, float]:
+    """The weight-streaming fit stored with the profile (``collectors streaming``), or {}."""
+    path = Path(folder) / STREAMING_NAME
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {k: float(data[k]) for k in ("per_mib", "threshold_mib", "cache_mib")}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"{path} is not a weight-streaming fit (collectors streaming): "
+                           f"{exc}") from None
 
 
 def fit_correction(bundle: Bundle, folder: Path) -> None:

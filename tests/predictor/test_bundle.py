@@ -232,3 +232,48 @@ def test_a_malformed_error_sources_file_is_one_clear_error(tmp_path):
         write_report(AccuracyReport("p", [_result("m1", 1.3), _result("m2", 1.0),
                                           _result("m3", 2.1, 2)]), tmp_path)
     assert not list(tmp_path.glob("accuracy-*")), "nothing half-written"
+
+
+def test_streaming_cost_is_linear_above_the_threshold_and_zero_beyond_the_cache(profile):
+    bundle = load_bundle(profile)
+    assert bundle.streaming == {} and bundle.streaming_cost(10 * 2 ** 20) == 0.0
+    bundle.streaming = {"per_mib": 0.01, "threshold_mib": 1.0, "cache_mib": 32.0}
+    assert bundle.streaming_cost(0.5 * 2 ** 20) == 0.0
+    assert bundle.streaming_cost(5 * 2 ** 20) == pytest.approx(0.04)
+    assert bundle.streaming_cost(33 * 2 ** 20) == 0.0  # streamed when timed alone too
+
+
+def test_each_kernel_pays_its_streaming_cost_scaled_like_its_time(profile):
+    bundle = load_bundle(profile)
+    tg = TaskGraph.from_keras(small_model())
+    plain = {tuple(k.nodes): ms for k, ms in predict_graph(bundle, tg, probe_ms=2.0).kernel_ms}
+    bundle.streaming = {"per_mib": 1.0, "threshold_mib": 0.0, "cache_mib": 32.0}
+    streamed = predict_graph(bundle, tg, probe_ms=2.0)
+    assert predict_graph(bundle, tg, probe_ms=2.0, streaming=False).total_ms == \
+        pytest.approx(sum(plain.values()) + streamed.call_overhead_ms)
+    for kernel, ms in streamed.kernel_ms:
+        weights = 4 * sum(tg.spec(n).params or 0 for n in kernel.nodes)
+        expected = 1.0 * weights / 2 ** 20 * 2.0 * bundle.correction
+        assert ms - plain[tuple(kernel.nodes)] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert sum(ms for _, ms in streamed.kernel_ms) > sum(plain.values())
+
+
+def test_a_streaming_fit_beside_the_csvs_is_trained_in_and_makes_the_bundle_stale(profile,
+                                                                                 tmp_path):
+    from predictor.bundle import STREAMING_NAME, data_hash
+
+    copy = tmp_path / "synthetic-cpu"
+    shutil.copytree(profile, copy)
+    before = data_hash(copy)
+    fit = {"per_mib": 0.002, "threshold_mib": 0.5, "cache_mib": 32.0, "kernels": []}
+    (copy / STREAMING_NAME).write_text(json.dumps(fit))
+    assert data_hash(copy) != before
+    with pytest.raises(BundleFormatError, match="data .* changed since it was trained"):
+        load_bundle(copy, rebuild=False)
+    rebuilt = load_bundle(copy)
+    assert rebuilt.streaming == {"per_mib": 0.002, "threshold_mib": 0.5, "cache_mib": 32.0}
+    assert Bundle.from_dict(json.loads((copy / BUNDLE_NAME).read_text())).streaming == \
+        rebuilt.streaming
+    (copy / STREAMING_NAME).write_text('{"per_mib": 0.002}')
+    with pytest.raises(ProfileError, match="not a weight-streaming fit"):
+        load_bundle(copy)
