@@ -90,7 +90,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from predictor.bundle import GROUND_TRUTH_NAME, load_bundle, profile_dir
-    from predictor.compose import FREE_TYPES, predict_graph
+    from predictor.compose import FREE_TYPES, kernel_weight_bytes, predict_graph
     from predictor.files import write_text_atomic
     from predictor.keras_env import import_keras
     from predictor.model_graph import TaskGraph
@@ -111,8 +111,7 @@ def main(argv=None):
             first = [tg.graph.nodes[k.nodes[0]]["layer_type"] for k, _ in ks]
             kernels[(name, load)] = {
                 "t": np.array([ms for _, ms in ks]),
-                "w": np.array([4.0 * sum(tg.spec(n).params or 0 for n in k.nodes)
-                               for k, _ in ks]),
+                "w": np.array([kernel_weight_bytes(tg, k) for k, _ in ks]),
                 "group": np.array([GROUPS.index(t) if t in GROUPS else len(GROUPS)
                                    for t in first]),
                 "overhead": p.call_overhead_ms}

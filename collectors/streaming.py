@@ -116,7 +116,7 @@ def measure_weight_streaming(models: Sequence[str] = DEFAULT_MODELS, threads: in
     from collectors.kernels import KernelConfig, KernelError
     from collectors.probe import Probe
     from collectors.timing import configure_threads
-    from predictor.compose import FREE_TYPES
+    from predictor.compose import FREE_TYPES, kernel_weight_bytes
     from predictor.fusion import find_kernels
     from predictor.keras_env import import_keras
     from predictor.model_graph import TaskGraph
@@ -136,7 +136,7 @@ def measure_weight_streaming(models: Sequence[str] = DEFAULT_MODELS, threads: in
         for kernel in find_kernels(tg):
             if tg.graph.nodes[kernel.nodes[0]]["layer_type"] in FREE_TYPES:
                 continue
-            weight = 4.0 * sum(tg.spec(n).params or 0 for n in kernel.nodes)
+            weight = kernel_weight_bytes(tg, kernel)
             if min_weight_mib * MIB <= weight <= cache:
                 config = KernelConfig.from_specs([tg.spec(n) for n in kernel.nodes])
                 if config.key not in kernels:

@@ -78,9 +78,9 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
         estimator = bundle.fallback if kind == "__fallback__" else bundle.types[kind]
         frame = feature_frame([r for _, r in items], estimator.feature_names_)
         normalised[[i for i, _ in items]] = estimator.predict(frame)
-        if streaming:
+        if streaming and bundle.streaming:
             for i, _ in items:
-                normalised[i] += bundle.streaming_cost(_weight_bytes(tg, kernels[i]))
+                normalised[i] += bundle.streaming_cost(kernel_weight_bytes(tg, kernels[i]))
     scale = (bundle.correction if corrected else 1.0) * probe
     kernel_ms = [(k, float(v * scale)) for k, v in zip(kernels, normalised)]
     node_ms = {n: 0.0 for n in tg.nodes}
@@ -95,8 +95,9 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
                            unmodelled=unmodelled, probe_ms=probe)
 
 
-def _weight_bytes(tg: TaskGraph, kernel: Kernel) -> float:
-    return 4.0 * sum(tg.spec(n).params or 0 for n in kernel.nodes)  # float32, as collected
+def kernel_weight_bytes(tg: TaskGraph, kernel: Kernel) -> float:
+    """Bytes of a kernel's weights (float32, as collected)."""
+    return 4.0 * sum(tg.spec(n).params or 0 for n in kernel.nodes)
 
 
 def _shares(tg: TaskGraph, kernel: Kernel) -> dict[str, float]:
