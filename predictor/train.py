@@ -14,7 +14,6 @@ as it is. Afterwards one model-level correction (a scale on the kernel sum) is f
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -27,6 +26,7 @@ from predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, Profile
                               data_hash, kernel_csvs, library_versions)
 from predictor.estimators import FAMILIES, make
 from predictor.feature_table import error_floor, feature_frame, feature_names, target
+from predictor.files import read_json
 from predictor.records import reference_probe_ms
 
 MIN_ROWS_FOR_CV = 8
@@ -126,10 +126,10 @@ def read_streaming(folder: Path) -> dict[str, float]:
     path = Path(folder) / STREAMING_NAME
     if not path.exists():
         return {}
+    data = read_json(path, "weight-streaming fit", ProfileError)
     try:
-        data = json.loads(path.read_text())
         return {k: float(data[k]) for k in ("per_mib", "threshold_mib", "cache_mib")}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(f"{path} is not a weight-streaming fit (collectors streaming): "
                            f"{exc}") from None
 

@@ -277,3 +277,6 @@ def test_a_streaming_fit_beside_the_csvs_is_trained_in_and_makes_the_bundle_stal
     (copy / STREAMING_NAME).write_text('{"per_mib": 0.002}')
     with pytest.raises(ProfileError, match="not a weight-streaming fit"):
         load_bundle(copy)
+    (copy / STREAMING_NAME).write_text("per_mib = 0.002")
+    with pytest.raises(ProfileError, match="weight-streaming fit .* is not JSON"):
+        load_bundle(copy)
