@@ -49,6 +49,9 @@ def main(argv=None):
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--backend", default="local", choices=["local", "processes", "ray"])
+    parser.add_argument("--layer-splits", default="auto", choices=["auto", "none"],
+                        help="auto: split a layer at a stage boundary into channel halves "
+                             "where that shortens the plan (partition plan --split-layer auto)")
     args = parser.parse_args(argv)
     tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
@@ -59,6 +62,7 @@ def main(argv=None):
     configure_worker_threads(2, 1)
     from executor.timeline import plot_timeline
     from partition.costs import DeviceSpec, problem_from_graph
+    from partition.layer_split import plan_with_layer_splits
     from partition.plan import Plan
     from partition.planner import make_plans
     from partition.problem import Link
@@ -80,7 +84,13 @@ def main(argv=None):
         devices = [DeviceSpec("w1", args.profile), DeviceSpec("w2", args.profile)]
         links = {("w1", "w2"): Link(0.0, 10_000.0), ("w2", "w1"): Link(0.0, 10_000.0)}
         problem = problem_from_graph(tg, devices, links)
-        plan = make_plans(problem, "throughput", ["dp"])[0]
+
+        def dp_plan(keras_model):
+            return make_plans(problem_from_graph(TaskGraph.from_keras(keras_model), devices,
+                                                 links), "throughput", ["dp"])[0]
+
+        plan, split_model = (plan_with_layer_splits(model, dp_plan)
+                             if args.layer_splits == "auto" else (dp_plan(model), model))
         single = Plan.from_solution(problem, _all_on_first(problem))
         frames = args.frames or max(30, int(4000 / plan.predicted.period_ms))
         runs, ceilings, strict = [], [], []
@@ -104,10 +114,11 @@ def main(argv=None):
         one, two = sorted(runs, key=lambda r: r[1].measured["throughput_fps"] /
                           r[0].measured["throughput_fps"])[len(runs) // 2]
         plot_timeline(two.run, out / f"{tag}-{name}.png")
-        alone = _stages_alone(model, plan, args.profile, tg)
+        alone = _stages_alone(split_model, plan, args.profile)
         rows.append({
             "model": name, "stages": " / ".join(f"{s['device']}:{len(s['nodes'])}"
-                                                for s in plan.stages),
+                                                for s in plan.stages) + "".join(
+                f" ({layer} in {parts})" for layer, parts in plan.layer_splits.items()),
             "frames": frames,
             "single_fps": one.measured["throughput_fps"],
             "single_diff": one.measured["period_ms"] / one.predicted["calibrated"]["period_ms"] - 1,
@@ -139,7 +150,11 @@ def main(argv=None):
         "    python benchmarks/pipeline.py " + " ".join(argv or sys.argv[1:]),
         "",
         f"Two workers of one thread each ({_workers(args.backend)}), costs predicted "
-        f"by the `{args.profile}` profile, dp throughput plan; frames of batch 1 (enough for "
+        f"by the `{args.profile}` profile, dp throughput plan"
+        + (", with a layer at the stage boundary split into two channel halves where that "
+           "shortens the predicted period by more than 2% (`partition plan --split-layer auto`; "
+           "the split is named in the stages column)" if args.layer_splits == "auto" else "")
+        + "; frames of batch 1 (enough for "
         "about 4 s per run); the link between workers is emulated as 10 Gbps, no latency"
         + (" (emulated by the receiving stage)" if args.backend != "local" else "")
         + ". Every stage is compiled and run once before timing. Period = median time "
@@ -214,14 +229,15 @@ def _strict(rows) -> list[str]:
     return lines
 
 
-def _stages_alone(model, plan, profile: str, tg) -> list[dict]:
+def _stages_alone(model, plan, profile: str) -> list[dict]:
     """Each stage's sub-model timed alone (1 thread on one CPU, no co-runner, call overhead
     included) beside its prediction scaled by the probe timed around these timings."""
     from collectors.calibrate import ProbeWindow
     from collectors.timing import one_cpu, time_model
     from executor.stages import build_stages
+    from predictor.model_graph import TaskGraph
 
-    stages = build_stages(model, plan, tg)
+    stages = build_stages(model, plan, TaskGraph.from_keras(model))
     window = ProbeWindow(profile)
     with one_cpu():
         timed = [time_model(s.model) for s in stages]

@@ -73,6 +73,11 @@ def plan_command(
         None, help="PNG of the first plan: DAG by device and stage timeline"),
     input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
     batch: int = typer.Option(1, min=1, help="batch size (tensor bytes scale with it)"),
+    split_layer: list[str] = typer.Option(
+        [], "--split-layer",
+        help="LAYER[:PARTS]: split a Conv2D/Dense layer's channels into parts (2 by default) "
+             "before planning, repeatable; 'auto': try the layers at the first algorithm's "
+             "stage boundaries and keep a split that shortens its plan by > 2%"),
 ) -> None:
     """Split MODEL across devices: one table comparing the algorithms and single devices."""
     from pathlib import Path
@@ -86,10 +91,31 @@ def plan_command(
     links = parse_links([d.name for d in specs], link, mbps, rtt_ms)
     table = load_costs(costs) if costs else None
     algorithms = list(DEFAULT_ALGORITHMS) if algorithm == "all" else [algorithm]
-    tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
-    problem = problem_from_graph(tg, specs, links, table and table.compute_ms,
-                                 table and table.call_overhead_ms)
-    plans = make_plans(problem, objective, algorithms)
+    keras_model = load_model(model, parse_shape(input_shape))
+
+    def problem_of(keras_model):
+        return problem_from_graph(TaskGraph.from_keras(keras_model, batch_size=batch), specs,
+                                  links, table and table.compute_ms,
+                                  table and table.call_overhead_ms)
+
+    splits: dict[str, int] = {}
+    if split_layer:
+        from partition.layer_split import parse_layer_splits, plan_with_layer_splits, split_layers
+
+        if table is not None:
+            raise typer.BadParameter("--split-layer needs predicted costs: a --costs table "
+                                     "has no times for the parts of a split layer")
+        if split_layer == ["auto"]:
+            first, keras_model = plan_with_layer_splits(
+                keras_model, lambda m: make_plans(problem_of(m), objective, algorithms[:1])[0])
+            splits = first.layer_splits
+        else:
+            splits = parse_layer_splits(split_layer)
+            keras_model = split_layers(keras_model, splits)
+    tg = TaskGraph.from_keras(keras_model, batch_size=batch)
+    problem = problem_of(keras_model)
+    plans = [plan.with_layer_splits(splits)
+             for plan in make_plans(problem, objective, algorithms)]
     if out:
         for plan in plans:
             plan.save(Path(out) / f"plan-{plan.algorithm}.json")
@@ -105,6 +131,10 @@ def plan_command(
     best_single = min(b.value for b in baselines)
     typer.echo(f"{tg.name}: {len(tg)} nodes, objective {objective}; devices "
                + ", ".join(f"{d.name}={d.label}" for d in specs))
+    if split_layer:
+        typer.echo("layers split into channel parts: " + (", ".join(
+            f"{name} into {parts}" for name, parts in splits.items()) or "none (no split at "
+            "the stage boundaries shortens the plan by more than 2%)"))
     overheads = problem.call_overhead_ms
     if any(overheads.values()):
         typer.echo("call overhead per stage (once per frame on each device that runs a layer): "

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,20 @@ class Plan:
     exact: bool
     states: int = 0
     note: str = ""
+    #: layers split into channel parts before planning (:mod:`partition.layer_split`): the
+    #: plan's nodes are those of ``split_layers(model, layer_splits)``
+    layer_splits: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_solution(cls, problem: Problem, solution: Solution) -> "Plan":
+    def from_solution(cls, problem: Problem, solution: Solution,
+                      layer_splits: dict[str, int] | None = None) -> "Plan":
         assignment = solution.named(problem)
         return cls(problem, solution.objective, solution.algorithm, assignment,
                    evaluate(problem, assignment), solution.solver_ms, solution.exact,
-                   solution.states, solution.note)
+                   solution.states, solution.note, dict(layer_splits or {}))
+
+    def with_layer_splits(self, layer_splits: dict[str, int]) -> "Plan":
+        return replace(self, layer_splits=dict(layer_splits))
 
     @property
     def stages(self) -> list[dict[str, Any]]:
@@ -85,6 +92,7 @@ class Plan:
             "exact": self.exact,
             "states": self.states,
             "note": self.note,
+            "layer_splits": dict(self.layer_splits),
         }
 
     @classmethod
@@ -117,7 +125,9 @@ class Plan:
             plan = cls(problem, data["objective"], data["algorithm"], assignment,
                        evaluate(problem, assignment), float(data.get("solver_ms", 0.0)),
                        bool(data.get("exact", False)), int(data.get("states", 0)),
-                       str(data.get("note", "")))
+                       str(data.get("note", "")),
+                       # plans written before layer splits have none
+                       {str(k): int(v) for k, v in (data.get("layer_splits") or {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(f"malformed plan: {type(exc).__name__}: {exc}") from None
         if check:

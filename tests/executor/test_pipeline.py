@@ -371,3 +371,20 @@ def test_worker_threads_are_set_in_a_fresh_process_and_refused_once_running():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     assert out == ["True", "True", "False", "2", "1"]
+
+
+@pytest.mark.parametrize("backend", ["local", "processes"])
+def test_a_plan_that_splits_a_layer_runs_the_split_model_and_matches_the_original(backend):
+    from partition.layer_split import plan_with_layer_splits
+    from tests.partition.test_layer_split import chain_model, flops_plan
+
+    model = chain_model()
+    plan, _ = plan_with_layer_splits(model, flops_plan)
+    assert plan.layer_splits == {"big": 2}
+    report = execute(model, plan, frames=6, backend=backend, check_frames=6)
+    assert report.outputs_match and report.frames == 6
+    assert [s["device"] for s in report.stages] == ["w1", "w2"]
+    assert [e.frame for e in report.run.events if e.lane == "w2"] == list(range(6))
+    # the same plan without its splits names nodes the model does not have
+    with pytest.raises(PlanMismatchError, match="big_part0"):
+        execute(model, plan.with_layer_splits({}), frames=2)
