@@ -44,6 +44,11 @@ def flops_plan(model, devices=("w1", "w2")):
     return make_plans(problem, "throughput", ["dp"])[0]
 
 
+def _channels(layer):
+    config = layer.get_config()
+    return config.get("filters", config.get("units"))
+
+
 def frames(model, n=3):
     rng = np.random.default_rng(1)
     return [rng.standard_normal((2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
@@ -59,9 +64,8 @@ def test_split_model_computes_what_the_original_does(splits):
     names = [layer.name for layer in split.layers]
     for name, parts in splits.items():
         got = [split.get_layer(f"{name}_part{i}") for i in range(parts)]
-        channels = [p.get_config().get("filters", p.get_config().get("units")) for p in got]
-        total = model.get_layer(name).get_config().get("filters",
-                                                       model.get_layer(name).get_config().get("units"))
+        channels = [_channels(p) for p in got]
+        total = _channels(model.get_layer(name))
         assert sum(channels) == total and max(channels) - min(channels) <= 1
         assert type(split.get_layer(name)).__name__ == "Concatenate"
         assert names.index(f"{name}_part0") < names.index(name)
