@@ -97,3 +97,14 @@ def test_unknown_devices_and_ray_options_on_the_local_backend_are_refused():
         execute(model, plan, frames=2, address="auto")
     with pytest.raises(DnnsplitError, match="process per stage"):
         execute(model, plan, frames=2, fault=Fault("a", 1, "exit"))
+
+
+def test_a_plan_that_splits_a_layer_runs_on_ray_and_matches_the_original(cluster):
+    from partition.layer_split import plan_with_layer_splits
+    from tests.partition.test_layer_split import chain_model, flops_plan
+
+    model = chain_model()
+    plan, _ = plan_with_layer_splits(model, flops_plan)
+    assert plan.layer_splits == {"big": 2}
+    report = execute(model, plan, frames=5, backend="ray", check_frames=5)
+    assert report.outputs_match and [s["device"] for s in report.stages] == ["w1", "w2"]
