@@ -90,7 +90,9 @@ def run_command(
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
     typer.echo(f"running {frames} frames through {len(loaded.stages)} stages "
-               f"(backend {backend})", err=True)
+               f"(backend {backend})" + "".join(
+                   f"; {layer} split into {parts} channel parts"
+                   for layer, parts in loaded.layer_splits.items()), err=True)
     report = execute(load_model(model), loaded, frames=frames, backend=backend,
                      emulate_links=not no_links, threads=threads,
                      devices=parse_pairs(keras_device, "--keras-device"), address=address,

@@ -81,6 +81,13 @@ def split_layers(model, splits: Mapping[str, int]):
     if not splits:
         return model
     keras = import_keras()
+    if isinstance(model, keras.Sequential):  # clone_model rewrites calls in functional ones
+        try:
+            model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+        except (AttributeError, IndexError, ValueError) as exc:
+            raise LayerSplitError(f"cannot split layers of Sequential model {model.name!r} "
+                                  "without a known input shape: start it with keras.Input"
+                                  ) from exc
     by_name = {layer.name: layer for layer in model.layers}
     for name, parts in splits.items():
         layer = by_name.get(name)

@@ -388,3 +388,18 @@ def test_a_plan_that_splits_a_layer_runs_the_split_model_and_matches_the_origina
     # the same plan without its splits names nodes the model does not have
     with pytest.raises(PlanMismatchError, match="big_part0"):
         execute(model, plan.with_layer_splits({}), frames=2)
+
+
+def test_executor_run_says_which_layers_the_plan_splits(tmp_path):
+    from partition.layer_split import plan_with_layer_splits
+    from tests.partition.test_layer_split import chain_model, flops_plan
+
+    model = chain_model()
+    model.save(tmp_path / "chain.keras")
+    plan, _ = plan_with_layer_splits(model, flops_plan)
+    plan.save(tmp_path / "plan.json")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "chain.keras"), "--plan",
+                                      str(tmp_path / "plan.json"), "--frames", "3"])
+    assert result.exit_code == 0, result.output
+    assert "big split into 2 channel parts" in result.output
+    assert "outputs match the unsplit model: True" in result.output

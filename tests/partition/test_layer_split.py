@@ -73,6 +73,19 @@ def test_split_model_computes_what_the_original_does(splits):
     assert split.get_layer("c") is model.get_layer("c")
 
 
+def test_a_sequential_model_is_split_like_a_functional_one():
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(7, activation="relu",
+                                                                      name="d1"),
+                              keras.layers.Dense(2, name="d2")], name="seq")
+    split = split_layers(model, {"d1": 3})
+    x = np.random.default_rng(0).standard_normal((4, 10)).astype("float32")
+    np.testing.assert_allclose(split(x), model(x), rtol=1e-5, atol=1e-6)
+    assert {"d1_part0", "d1_part2"} <= set(TaskGraph.from_keras(split).nodes)
+    unbuilt = keras.Sequential([keras.layers.Dense(3, name="d")])
+    with pytest.raises(LayerSplitError, match="keras.Input"):
+        split_layers(unbuilt, {"d": 2})
+
+
 def test_layers_that_cannot_be_split_are_refused_by_name():
     model = chain_model()
     with pytest.raises(LayerSplitError, match="no top-level layer 'nope'"):
