@@ -93,10 +93,10 @@ def plan_command(
     algorithms = list(DEFAULT_ALGORITHMS) if algorithm == "all" else [algorithm]
     keras_model = load_model(model, parse_shape(input_shape))
 
-    def problem_of(keras_model):
-        return problem_from_graph(TaskGraph.from_keras(keras_model, batch_size=batch), specs,
-                                  links, table and table.compute_ms,
-                                  table and table.call_overhead_ms)
+    def graph_and_problem(keras_model):
+        tg = TaskGraph.from_keras(keras_model, batch_size=batch)
+        return tg, problem_from_graph(tg, specs, links, table and table.compute_ms,
+                                      table and table.call_overhead_ms)
 
     splits: dict[str, int] = {}
     if split_layer:
@@ -107,13 +107,13 @@ def plan_command(
                                      "has no times for the parts of a split layer")
         if split_layer == ["auto"]:
             first, keras_model = plan_with_layer_splits(
-                keras_model, lambda m: make_plans(problem_of(m), objective, algorithms[:1])[0])
+                keras_model,
+                lambda m: make_plans(graph_and_problem(m)[1], objective, algorithms[:1])[0])
             splits = first.layer_splits
         else:
             splits = parse_layer_splits(split_layer)
             keras_model = split_layers(keras_model, splits)
-    tg = TaskGraph.from_keras(keras_model, batch_size=batch)
-    problem = problem_of(keras_model)
+    tg, problem = graph_and_problem(keras_model)
     plans = [plan.with_layer_splits(splits)
              for plan in make_plans(problem, objective, algorithms)]
     if out:

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 runner = CliRunner()
 
 
-def chain_model(big_filters=64):
+def chain_model(big_filters=64, size=16):
     """A chain whose middle convolution is most of the work: no split of whole layers
     balances two devices."""
-    x = keras.Input((16, 16, 8), name="image")
+    x = keras.Input((size, size, 8), name="image")
     a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="a")(x)
     b = keras.layers.Conv2D(big_filters, 3, padding="same", activation="relu", name="big")(a)
     c = keras.layers.Conv2D(8, 1, activation="relu", name="c")(b)
@@ -169,3 +169,24 @@ def test_cli_splits_a_named_layer_and_refuses_a_costs_table(tmp_path):
     costs.write_text(json.dumps({"compute_ms": {}}))
     result = runner.invoke(app, args + ["--split-layer", "big", "--costs", str(costs)])
     assert result.exit_code != 0 and "needs predicted costs" in result.output
+
+
+def test_cli_auto_keeps_a_split_only_where_it_shortens_the_predicted_plan(tmp_path):
+    path = tmp_path / "chain.keras"
+    chain_model(big_filters=256, size=96).save(path)
+    args = ["plan", str(path), "--device", "w1=cpu-1t-tensorflow",
+            "--device", "w2=cpu-1t-tensorflow", "--objective", "throughput", "--mbps", "10000",
+            "--algorithm", "dp"]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "whole")])
+    assert result.exit_code == 0, result.output
+    whole = Plan.load(tmp_path / "whole" / "plan-dp.json")
+    result = runner.invoke(app, args + ["--split-layer", "auto", "--out", str(tmp_path / "auto")])
+    assert result.exit_code == 0, result.output
+    auto = Plan.load(tmp_path / "auto" / "plan-dp.json")
+    assert "layers split into channel parts: " in result.output
+    if auto.layer_splits:
+        assert auto.value < 0.98 * whole.value
+        assert all(f"{name}_part0" in auto.problem.nodes for name in auto.layer_splits)
+        assert "none" not in result.output.split("channel parts: ")[1].splitlines()[0]
+    else:
+        assert auto.value == pytest.approx(whole.value) and "none (no split" in result.output
