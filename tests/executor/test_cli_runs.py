@@ -43,7 +43,9 @@ def test_a_crashed_worker_ends_the_cli_run_with_one_line_and_no_orphans(saved_ru
     assert gone(mark) == []
 
 
-@pytest.mark.parametrize("backend", ["processes", RAY])
+# the report is the same function's on every backend: Ray's run is a slow extra (30 s here)
+@pytest.mark.parametrize("backend", ["processes", pytest.param(
+    "ray", marks=[*RAY.marks, pytest.mark.slow])])
 def test_cli_json_of_a_process_per_stage_backend_matches_the_contract(saved_run, backend):
     tmp_path, plan = saved_run
     proc, mark = start_cli(tmp_path, "--frames", "6", "--backend", backend, "--json")
