@@ -45,20 +45,20 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(1)
-    from collectors.kernels import KernelConfig, KernelError
-    from collectors.probe import Probe
-    from collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
+    from dnnsplit.collectors.kernels import KernelConfig, KernelError
+    from dnnsplit.collectors.probe import Probe
+    from dnnsplit.collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
                                    model_inputs, time_model)
-    from predictor.bundle import load_bundle, profile_dir
-    from predictor.compose import FREE_TYPES, predict_graph
-    from predictor.files import write_json_atomic, write_text_atomic
-    from predictor.fusion import OPS_AS_LAYERS
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.bundle import load_bundle, profile_dir
+    from dnnsplit.predictor.compose import FREE_TYPES, predict_graph
+    from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
+    from dnnsplit.predictor.fusion import OPS_AS_LAYERS
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     keras = import_keras()
     bundle = load_bundle(args.profile)
@@ -166,7 +166,7 @@ def main(argv=None):
 
 
 def _kernels(tg, free_types):
-    from predictor.fusion import find_kernels
+    from dnnsplit.predictor.fusion import find_kernels
 
     return [k for k in find_kernels(tg)
             if tg.graph.nodes[k.nodes[0]]["layer_type"] not in free_types]

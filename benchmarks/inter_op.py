@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 CHILD = """
 import json, sys
 sys.path.insert(0, {root!r})
-from collectors.timing import configure_threads, time_model
+from dnnsplit.collectors.timing import configure_threads, time_model
 configure_threads(1, inter_op={inter_op})
-from predictor.model_source import load_model
+from dnnsplit.predictor.model_source import load_model
 print(json.dumps(time_model(load_model({model!r})).median_ms))
 """
 
@@ -51,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs" / "inter-op.md"))
     args = parser.parse_args(argv)
-    from predictor.files import write_text_atomic
+    from dnnsplit.predictor.files import write_text_atomic
 
     rows = []
     for name in args.models:

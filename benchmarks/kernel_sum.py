@@ -27,18 +27,18 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "docs" / "kernel-sum.md"))
     args = parser.parse_args(argv)
 
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(args.threads)
-    from collectors.kernels import KernelConfig
-    from collectors.probe import Probe
-    from collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
+    from dnnsplit.collectors.kernels import KernelConfig
+    from dnnsplit.collectors.probe import Probe
+    from dnnsplit.collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
                                    model_inputs, time_model)
-    from predictor.files import write_text_atomic
-    from predictor.fusion import find_kernels
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.files import write_text_atomic
+    from dnnsplit.predictor.fusion import find_kernels
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     keras = import_keras()
     probe = Probe()

@@ -89,13 +89,13 @@ def main(argv=None):
 
     from tqdm import tqdm
 
-    from predictor.bundle import GROUND_TRUTH_NAME, load_bundle, profile_dir
-    from predictor.compose import FREE_TYPES, kernel_weight_bytes, predict_graph
-    from predictor.files import write_text_atomic
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
-    from predictor.records import read_rows
+    from dnnsplit.predictor.bundle import GROUND_TRUTH_NAME, load_bundle, profile_dir
+    from dnnsplit.predictor.compose import FREE_TYPES, kernel_weight_bytes, predict_graph
+    from dnnsplit.predictor.files import write_text_atomic
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
+    from dnnsplit.predictor.records import read_rows
 
     keras = import_keras()
     bundle = load_bundle(args.profile)

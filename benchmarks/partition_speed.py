@@ -31,7 +31,7 @@ UNEVEN_LINKS = {("edge", "mid"): (0.5, 200.0), ("mid", "server"): (2.5, 50.0),
 
 
 def synthetic_problem(tg, k):
-    from partition.problem import Link, Problem
+    from dnnsplit.partition.problem import Link, Problem
 
     devices = DEVICES[k]
     compute = {n: {d: tg.spec(n).flops / SPEED_FLOPS_PER_MS[d] + 0.02 for d in devices}
@@ -48,7 +48,7 @@ def synthetic_problem(tg, k):
 
 def solve(algorithm, problem, objective, time_limit):
     """(solver ms, value, states, how exact) of one run."""
-    from partition.dp import dp
+    from dnnsplit.partition.dp import dp
 
     if algorithm is dp:
         s = dp(problem, objective, time_limit_s=time_limit, fallback_time_s=2 * time_limit)
@@ -75,13 +75,13 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "docs" / "partition-speed.md"))
     args = parser.parse_args(argv)
 
-    from partition.dads import dads
-    from partition.dp import dp
-    from partition.graph import TaskGraph
-    from partition.neurosurgeon import neurosurgeon
-    from predictor.files import write_text_atomic
-    from predictor.keras_env import import_keras
-    from predictor.model_source import application_names, load_model
+    from dnnsplit.partition.dads import dads
+    from dnnsplit.partition.dp import dp
+    from dnnsplit.partition.graph import TaskGraph
+    from dnnsplit.partition.neurosurgeon import neurosurgeon
+    from dnnsplit.predictor.files import write_text_atomic
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_source import application_names, load_model
 
     keras = import_keras()
     models = args.models or application_names()

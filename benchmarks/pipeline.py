@@ -55,25 +55,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tag = "pipeline" if args.backend == "local" else f"pipeline-{args.backend}"
 
-    from collectors.corun import corun_of_model, corun_of_model_in_processes
-    from collectors.timing import one_cpu
-    from executor.run import configure_worker_threads, execute
+    from dnnsplit.collectors.corun import corun_of_model, corun_of_model_in_processes
+    from dnnsplit.collectors.timing import one_cpu
+    from dnnsplit.executor.run import configure_worker_threads, execute
 
     configure_worker_threads(2, 1)
-    from executor.timeline import plot_timeline
-    from partition.costs import DeviceSpec, problem_from_graph
-    from partition.layer_split import plan_with_layer_splits
-    from partition.plan import Plan
-    from partition.planner import make_plans
-    from partition.problem import Link
-    from predictor.files import write_json_atomic, write_text_atomic
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.executor.timeline import plot_timeline
+    from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+    from dnnsplit.partition.layer_split import plan_with_layer_splits
+    from dnnsplit.partition.plan import Plan
+    from dnnsplit.partition.planner import make_plans
+    from dnnsplit.partition.problem import Link
+    from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     keras = import_keras()
     if args.backend == "ray":  # one Ray instance for all runs (each run would start its own)
-        from executor.ray_backend import start_ray
+        from dnnsplit.executor.ray_backend import start_ray
 
         start_ray(num_cpus=2)
     out = Path(args.out)
@@ -205,7 +205,7 @@ def main(argv=None):
 
 def _strict_single_fps(model: str, plan_path: Path, frames: int) -> float:
     """Single-worker FPS in a fresh process with 1 intra- and 1 inter-op thread."""
-    done = subprocess.run([sys.executable, "-m", "executor.cli", "run", model, "--plan",
+    done = subprocess.run([sys.executable, "-m", "dnnsplit.executor.cli", "run", model, "--plan",
                            str(plan_path), "--frames", str(frames), "--json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     if done.returncode != 0:
@@ -232,10 +232,10 @@ def _strict(rows) -> list[str]:
 def _stages_alone(model, plan, profile: str) -> list[dict]:
     """Each stage's sub-model timed alone (1 thread on one CPU, no co-runner, call overhead
     included) beside its prediction scaled by the probe timed around these timings."""
-    from collectors.calibrate import ProbeWindow
-    from collectors.timing import one_cpu, time_model
-    from executor.stages import build_stages
-    from predictor.model_graph import TaskGraph
+    from dnnsplit.collectors.calibrate import ProbeWindow
+    from dnnsplit.collectors.timing import one_cpu, time_model
+    from dnnsplit.executor.stages import build_stages
+    from dnnsplit.predictor.model_graph import TaskGraph
 
     stages = build_stages(model, plan, TaskGraph.from_keras(model))
     window = ProbeWindow(profile)
@@ -315,7 +315,7 @@ def _single_and_ceiling(backend: str) -> str:
 
 
 def _all_on_first(problem):
-    from partition.solution import Solution
+    from dnnsplit.partition.solution import Solution
 
     return Solution("single", "throughput", tuple(0 for _ in problem.nodes), 0.0, 0.0, False)
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 def candidates():
     """name -> (builder, input shape); collectors/probe.py ships the one chosen here."""
-    from collectors.probe import PROBE_INPUT, build_probe
-    from predictor.keras_env import import_keras
+    from dnnsplit.collectors.probe import PROBE_INPUT, build_probe
+    from dnnsplit.predictor.keras_env import import_keras
 
     keras = import_keras()
     layers = keras.layers
@@ -65,10 +65,10 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "docs" / "probe-tracking.md"))
     args = parser.parse_args(argv)
 
-    from collectors.timing import (StopRule, compile_forward, configure_threads, measure,
+    from dnnsplit.collectors.timing import (StopRule, compile_forward, configure_threads, measure,
                                    model_inputs)
-    from predictor.files import write_text_atomic
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.files import write_text_atomic
+    from dnnsplit.predictor.model_source import load_model
 
     configure_threads(1)
     rule = StopRule(min_repeats=10, max_repeats=200, min_time_s=0.5, max_time_s=3.0,

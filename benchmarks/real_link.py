@@ -60,15 +60,15 @@ def main(argv=None):
         sys.exit("needs root and iproute2 (ip, tc): it makes a network namespace and shapes "
                  "a veth")
 
-    from executor.run import configure_worker_threads, execute
+    from dnnsplit.executor.run import configure_worker_threads, execute
 
     configure_worker_threads(2, 1)
-    from partition.costs import DeviceSpec, problem_from_graph
-    from partition.planner import make_plans
-    from partition.problem import Link
-    from predictor.files import write_json_atomic, write_text_atomic
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+    from dnnsplit.partition.planner import make_plans
+    from dnnsplit.partition.problem import Link
+    from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     rows = []
     for mbps in args.mbps:
@@ -138,7 +138,7 @@ def shaped_relay(mbps: float):
            "burst", "3000", "latency", "400ms")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         relay = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-m",
-                                  "executor.cli", "relay", "--host", NS_IP, "--port",
+                                  "dnnsplit.executor.cli", "relay", "--host", NS_IP, "--port",
                                   str(PORT)], env=env, stderr=subprocess.PIPE, text=True)
         line = relay.stderr.readline()
         if "listening" not in line:

@@ -32,13 +32,13 @@ def main(argv=None):
                         help="ignore kernels faster than this (relative error undefined at 0)")
     args = parser.parse_args(argv)
 
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(args.threads)
-    from collectors.kernels import KernelConfig
-    from collectors.probe import Probe
-    from collectors.store import read_rows
-    from collectors.timing import compile_forward, empty_call_overhead, measure, model_inputs
+    from dnnsplit.collectors.kernels import KernelConfig
+    from dnnsplit.collectors.probe import Probe
+    from dnnsplit.collectors.store import read_rows
+    from dnnsplit.collectors.timing import compile_forward, empty_call_overhead, measure, model_inputs
 
     data = Path(args.data)
     rows = [r for p in sorted(data.glob("*.csv")) if p.name != "models.csv"
@@ -68,7 +68,7 @@ def main(argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "details": details,
     }
-    from predictor.files import write_json_atomic
+    from dnnsplit.predictor.files import write_json_atomic
 
     write_json_atomic(data / "repeatability.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=1))

@@ -52,24 +52,24 @@ def main(argv=None):
                         help="appended to the report's name: stage-accuracy-<profile>-<tag>.md")
     args = parser.parse_args(argv)
 
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(1)
     from tqdm import tqdm
 
-    from collectors.calibrate import profile_probe_ms
-    from collectors.probe import Probe
-    from collectors.timing import time_model
-    from executor.stages import build_stages
-    from partition.costs import DeviceSpec, problem_from_graph
-    from partition.planner import make_plans
-    from partition.problem import Link
-    from predictor.bundle import load_bundle, profile_dir
-    from predictor.compose import predict_graph
-    from predictor.files import write_json_atomic, write_text_atomic
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.collectors.calibrate import profile_probe_ms
+    from dnnsplit.collectors.probe import Probe
+    from dnnsplit.collectors.timing import time_model
+    from dnnsplit.executor.stages import build_stages
+    from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+    from dnnsplit.partition.planner import make_plans
+    from dnnsplit.partition.problem import Link
+    from dnnsplit.predictor.bundle import load_bundle, profile_dir
+    from dnnsplit.predictor.compose import predict_graph
+    from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     keras = import_keras()
     bundle = load_bundle(args.profile)

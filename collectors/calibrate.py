@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from collectors.probe import Probe
-from collectors.timing import configure_threads, one_cpu
-from predictor.bundle import kernel_csvs, profile_dir
-from predictor.records import StoreError, read_rows, reference_probe_ms
+from dnnsplit.collectors.probe import Probe
+from dnnsplit.collectors.timing import configure_threads, one_cpu
+from dnnsplit.predictor.bundle import kernel_csvs, profile_dir
+from dnnsplit.predictor.records import StoreError, read_rows, reference_probe_ms
 
 
 def profile_probe_ms(data_dir: str | Path) -> float:

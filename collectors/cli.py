@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from predictor.cli_support import echo_json, new_app, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, user_errors
 
 app = new_app("Measure layers, fused kernels, links and whole models on this machine.")
 
@@ -19,7 +19,7 @@ def _main() -> None:
 @app.command("columns")
 def columns_command(as_json: bool = typer.Option(False, "--json")) -> None:
     """The columns of a measurement record (the CSV contract shared with the predictor)."""
-    from predictor.features import RECORD_COLUMNS
+    from dnnsplit.predictor.features import RECORD_COLUMNS
 
     if as_json:
         echo_json(RECORD_COLUMNS)
@@ -29,7 +29,7 @@ def columns_command(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _floats(text: str, what: str) -> list[float]:
-    from predictor.errors import DnnsplitError
+    from dnnsplit.predictor.errors import DnnsplitError
 
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -57,8 +57,8 @@ def collect_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Microbenchmark kernels (layers and fused chains) from the grids; resumable."""
-    from collectors.collect import CollectSettings, collect, default_profile, summary_json
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.collect import CollectSettings, collect, default_profile, summary_json
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(threads)
     name = profile or default_profile(threads, device)
@@ -86,9 +86,9 @@ def models_command(
     """Whole-model latency (ground truth) by the same protocol; resumable."""
     import json
 
-    from collectors.collect import default_profile
-    from collectors.ground_truth import default_models, measure_models
-    from collectors.timing import configure_threads
+    from dnnsplit.collectors.collect import default_profile
+    from dnnsplit.collectors.ground_truth import default_models, measure_models
+    from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(threads)
     name = profile or default_profile(threads, device)
@@ -119,9 +119,9 @@ def corun_command(
     """Co-run slowdown of whole models while WORKERS threads (or processes) run at once."""
     import sys
 
-    from collectors.collect import default_profile
-    from collectors.corun import DEFAULT_MODELS, measure_corun
-    from predictor.files import write_json_atomic
+    from dnnsplit.collectors.collect import default_profile
+    from dnnsplit.collectors.corun import DEFAULT_MODELS, measure_corun
+    from dnnsplit.predictor.files import write_json_atomic
 
     result = measure_corun(names or DEFAULT_MODELS, threads=threads, workers=workers,
                            repeats=repeats, device=device, progress=not quiet,
@@ -150,10 +150,10 @@ def streaming_command(
     """Extra time of large-weight kernels in a model over alone (weights not in cache)."""
     import sys
 
-    from collectors.collect import default_profile
-    from collectors.corun import DEFAULT_MODELS
-    from collectors.streaming import measure_weight_streaming
-    from predictor.files import write_json_atomic
+    from dnnsplit.collectors.collect import default_profile
+    from dnnsplit.collectors.corun import DEFAULT_MODELS
+    from dnnsplit.collectors.streaming import measure_weight_streaming
+    from dnnsplit.predictor.files import write_json_atomic
 
     result = measure_weight_streaming(names or DEFAULT_MODELS, threads=threads,
                                       progress=not quiet)
@@ -171,7 +171,7 @@ def link_server_command(
     host: str = typer.Option("0.0.0.0", help="address to listen on"),
 ) -> None:
     """Answer `collectors link` measurements from a peer (Ctrl-C stops)."""
-    from collectors.link import LinkServer
+    from dnnsplit.collectors.link import LinkServer
 
     with LinkServer((host, port)) as server:
         typer.echo(f"link server listening on {host}:{port}", err=True)
@@ -192,8 +192,8 @@ def link_command(
     max_mb: float = typer.Option(32.0, help="largest payload in MB"),
 ) -> None:
     """Measure a link to a peer (or write a synthetic one) as a link profile JSON."""
-    from collectors.link import DEFAULT_SIZES, LinkError, measure_link, parse_peer, synthetic_link
-    from predictor.files import write_json_atomic
+    from dnnsplit.collectors.link import DEFAULT_SIZES, LinkError, measure_link, parse_peer, synthetic_link
+    from dnnsplit.predictor.files import write_json_atomic
 
     if (peer is None) == (mbps is None):
         raise LinkError("give either --peer HOST:PORT (measure) or --mbps (synthetic)")
@@ -217,7 +217,7 @@ def calibrate_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Time the reference probe now (about a second); with --data, the speed factor."""
-    from collectors.calibrate import calibrate
+    from dnnsplit.collectors.calibrate import calibrate
 
     result = calibrate(threads=threads, data_dir=data)
     if as_json:

@@ -5,7 +5,7 @@
 
 For each load level (a :class:`~collectors.load.BackgroundLoad` runs meanwhile) every planned
 kernel configuration not yet in its CSV is built as a one-kernel model, timed by the protocol
-(:mod:`collectors.timing`, empty-call overhead subtracted) and appended as one durable row with
+(:mod:`dnnsplit.collectors.timing`, empty-call overhead subtracted) and appended as one durable row with
 the reference probe's time from the same window. A killed run resumes where it stopped.
 """
 
@@ -20,15 +20,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from collectors.grids import Grid, load_grids, model_configs, random_configs, training_models
-from collectors.kernels import KernelConfig, KernelError
-from collectors.load import BackgroundLoad, load_key
-from collectors.probe import Probe
-from collectors.store import CsvStore
-from collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward, configure_threads,
+from dnnsplit.collectors.grids import Grid, load_grids, model_configs, random_configs, training_models
+from dnnsplit.collectors.kernels import KernelConfig, KernelError
+from dnnsplit.collectors.load import BackgroundLoad, load_key
+from dnnsplit.collectors.probe import Probe
+from dnnsplit.collectors.store import CsvStore
+from dnnsplit.collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward, configure_threads,
                                empty_call_overhead, measure, model_inputs)
-from predictor.features import RECORD_COLUMNS
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.features import RECORD_COLUMNS
+from dnnsplit.predictor.keras_env import import_keras
 
 KEY_COLUMNS = ("kernel_key", "load_target")
 #: Free Keras/TF memory after this many kernels.

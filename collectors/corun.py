@@ -33,11 +33,11 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from collectors.timing import (StopRule, backend, compile_forward, configure_threads,
+from dnnsplit.collectors.timing import (StopRule, backend, compile_forward, configure_threads,
                                empty_call_overhead, model_inputs, one_cpu)
-from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
-from predictor.model_source import load_model
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.keras_env import import_keras
+from dnnsplit.predictor.model_source import load_model
 
 #: Training models (collectors/data/model_split.json) not used by benchmarks/pipeline.py.
 DEFAULT_MODELS = ("MobileNet", "ResNet50V2", "DenseNet121", "EfficientNetB0", "InceptionV3",
@@ -127,7 +127,7 @@ def corun_of_model_in_processes(model, workers: int = 2, repeats: int = 3,
     import multiprocessing
     import pickle
 
-    from collectors.timing import cpu_blocks, main_not_reimported
+    from dnnsplit.collectors.timing import cpu_blocks, main_not_reimported
 
     cpus = cpu_blocks(workers, threads)
     if cpus is None:

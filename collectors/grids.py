@@ -23,9 +23,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from collectors.kernels import KernelConfig
-from predictor.errors import DnnsplitError
-from predictor.files import read_json
+from dnnsplit.collectors.kernels import KernelConfig
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.files import read_json
 
 MAX_KERNEL_GFLOPS = 4.0
 GRID_DIR = Path(str(files("collectors").joinpath("grids")))
@@ -214,10 +214,10 @@ def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
 
 def model_configs(models: Sequence[str], types: Sequence[str]) -> dict[str, list[KernelConfig]]:
     """Kernels of ``models`` grouped by their first layer's type (only ``types``), distinct."""
-    from predictor.model_graph import TaskGraph
-    from predictor.fusion import find_kernels
-    from predictor.keras_env import import_keras
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.fusion import find_kernels
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_source import load_model
 
     keras = import_keras()
     wanted = set(types)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from collectors.grids import model_split
-from collectors.load import BackgroundLoad, load_key
-from collectors.probe import Probe
-from collectors.store import CsvStore
-from collectors.timing import StopRule, backend, configure_threads, time_model
-from predictor.keras_env import import_keras
-from predictor.model_source import load_model
+from dnnsplit.collectors.grids import model_split
+from dnnsplit.collectors.load import BackgroundLoad, load_key
+from dnnsplit.collectors.probe import Probe
+from dnnsplit.collectors.store import CsvStore
+from dnnsplit.collectors.timing import StopRule, backend, configure_threads, time_model
+from dnnsplit.predictor.keras_env import import_keras
+from dnnsplit.predictor.model_source import load_model
 
 #: Columns of a ground-truth CSV, in order.
 GROUND_TRUTH_COLUMNS: dict[str, str] = {

@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from predictor.errors import DnnsplitError
-from predictor.features import LayerSpec
-from predictor.fusion import OPS_AS_LAYERS, kernel_record
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.features import LayerSpec
+from dnnsplit.predictor.fusion import OPS_AS_LAYERS, kernel_record
+from dnnsplit.predictor.keras_env import import_keras
 
 #: Config fields never passed back to a layer constructor.
 _DROP = {"name", "trainable", "dtype"}
@@ -102,7 +102,7 @@ class KernelConfig:
         return keras.Model(inputs, x)
 
     def record(self, model=None) -> dict[str, Any]:
-        """Spec columns of the kernel (see :func:`predictor.fusion.kernel_record`)."""
+        """Spec columns of the kernel (see :func:`dnnsplit.predictor.fusion.kernel_record`)."""
         model = model or self.build()
         batch = self.input_shapes[0][0]
         layers = [op for op in model.operations if type(op).__name__ != "InputLayer"]

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 HEADER = struct.Struct("!cQ")
 CHUNK = 1 << 20

@@ -19,8 +19,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from collectors.timing import StopRule, compile_forward, place_inputs, random_inputs, sample
-from predictor.keras_env import import_keras
+from dnnsplit.collectors.timing import StopRule, compile_forward, place_inputs, random_inputs, sample
+from dnnsplit.predictor.keras_env import import_keras
 
 PROBE_INPUT = (1, 56, 56, 128)
 PROBE_RULE = StopRule(min_repeats=15, max_repeats=300, min_time_s=0.3, max_time_s=1.0,

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from predictor.records import StoreError, read_rows
+from dnnsplit.predictor.records import StoreError, read_rows
 
 __all__ = ["CsvStore", "StoreError", "read_rows"]
 

@@ -34,10 +34,10 @@ from typing import Sequence
 
 import numpy as np
 
-from collectors.corun import DEFAULT_MODELS
-from collectors.timing import (StopRule, backend, compile_forward, empty_call_overhead, measure,
+from dnnsplit.collectors.corun import DEFAULT_MODELS
+from dnnsplit.collectors.timing import (StopRule, backend, compile_forward, empty_call_overhead, measure,
                                model_inputs)
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 MIB = 2.0 ** 20
 #: Thresholds tried by the fit (MiB of weights below which a kernel pays nothing).
@@ -90,7 +90,7 @@ def fit_streaming(weight_mib: Sequence[float], extra: Sequence[float],
 def streaming_of_kernel(config, budget_bytes: float, max_copies: int = 8) -> dict:
     """``{"alone_ms", "fanout_ms", "copies"}`` of one kernel (see the module doc); times in ms
     per kernel call, the empty call subtracted."""
-    from predictor.keras_env import import_keras
+    from dnnsplit.predictor.keras_env import import_keras
 
     keras = import_keras()
     single = config.build()
@@ -113,14 +113,14 @@ def measure_weight_streaming(models: Sequence[str] = DEFAULT_MODELS, threads: in
     no more than the cache) in ``models``, and the fit, as a JSON-able dict."""
     from tqdm import tqdm
 
-    from collectors.kernels import KernelConfig, KernelError
-    from collectors.probe import Probe
-    from collectors.timing import configure_threads
-    from predictor.compose import FREE_TYPES, kernel_weight_bytes
-    from predictor.fusion import find_kernels
-    from predictor.keras_env import import_keras
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.collectors.kernels import KernelConfig, KernelError
+    from dnnsplit.collectors.probe import Probe
+    from dnnsplit.collectors.timing import configure_threads
+    from dnnsplit.predictor.compose import FREE_TYPES, kernel_weight_bytes
+    from dnnsplit.predictor.fusion import find_kernels
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     if not models:
         raise StreamingError("no models to measure")

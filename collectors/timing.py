@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from predictor.errors import DnnsplitError
-from predictor.keras_env import compiled, compiled_model, device_scope, import_keras
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.keras_env import compiled, compiled_model, device_scope, import_keras
 
 
 class TimingError(DnnsplitError):

@@ -1,7 +1,7 @@
 """Shipped data: ``<device-profile>/<LayerType>.csv``, link profiles and trained bundles.
 
-Installed as the package ``dnnsplit_datasets`` (the repository folder is ``datasets/``) so that
-it cannot clash with other distributions' top-level ``datasets`` package.
+Installed as ``dnnsplit.datasets`` (the repository folder is ``datasets/``), so it cannot clash
+with other distributions' top-level ``datasets`` package.
 """
 
 from importlib.resources import files

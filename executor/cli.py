@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from predictor.cli_support import echo_json, new_app, user_errors
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.cli_support import echo_json, new_app, user_errors
+from dnnsplit.predictor.errors import DnnsplitError
 
 app = new_app("Run a split plan as a pipeline of Keras sub-models on devices.")
 
@@ -20,7 +20,7 @@ def _main() -> None:
 @app.command("devices")
 def devices_command(as_json: bool = typer.Option(False, "--json")) -> None:
     """The devices the current Keras backend can place stages on (e.g. cpu:0, gpu:0)."""
-    from predictor.keras_env import import_keras
+    from dnnsplit.predictor.keras_env import import_keras
 
     keras = import_keras()
     devices = [str(d).lower() for d in keras.distribution.list_devices()]
@@ -38,7 +38,7 @@ def relay_command(
 ) -> None:
     """Echo frames back to `executor run --relay HOST:PORT` (a real link to measure; Ctrl-C
     stops)."""
-    from executor.relay import serve_relay
+    from dnnsplit.executor.relay import serve_relay
 
     try:
         serve_relay(host, port, lambda: typer.echo(f"relay listening on {host}:{port}",
@@ -82,10 +82,10 @@ def run_command(
                                         help="DEVICE:FRAME:raise|exit, to test fault handling"),
 ) -> None:
     """Run MODEL split as PLAN says; measured throughput, latency and stage times vs the plan."""
-    from executor.pipeline import Fault
-    from executor.run import configure_worker_threads, execute
-    from partition.plan import Plan
-    from predictor.model_source import load_model
+    from dnnsplit.executor.pipeline import Fault
+    from dnnsplit.executor.run import configure_worker_threads, execute
+    from dnnsplit.partition.plan import Plan
+    from dnnsplit.predictor.model_source import load_model
 
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
@@ -100,7 +100,7 @@ def run_command(
                      fault=Fault.parse(fault) if fault else None, progress=not as_json,
                      calibrate=calibrate, in_flight=in_flight, relay=relay)
     if timeline:
-        from executor.timeline import plot_timeline
+        from dnnsplit.executor.timeline import plot_timeline
 
         plot_timeline(report.run, timeline)
     if as_json:

@@ -8,7 +8,7 @@ tensors the earlier stage produced for later stages (``latency + bytes*8/mbps`` 
 destination device, one transfer at a time from when the stage finished:
 :class:`~executor.pipeline.SerialLink`); outputs produced off the first device are sent back
 over their link (the frame is done when they would arrive). With ``relay``, links are real
-TCP connections instead (:mod:`executor.relay`): the tensors a stage produced for later stages
+TCP connections instead (:mod:`dnnsplit.executor.relay`): the tensors a stage produced for later stages
 cross, once, the connection to the next stage, the outputs made off the first device cross one
 back to it, and each arrives when the relay has echoed it back.
 
@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, device_groups,
                                producers, progress_bar, return_s, send_s, stage_error,
                                summarise, tensor_layouts)
-from executor.stages import Key, Stage
-from predictor.keras_env import compiled_model
+from dnnsplit.executor.stages import Key, Stage
+from dnnsplit.predictor.keras_env import compiled_model
 
 if TYPE_CHECKING:
-    from executor.relay import SocketLink
+    from dnnsplit.executor.relay import SocketLink
 
 __all__ = ["ExecutorError", "RunResult", "compile_stage", "run_pipeline"]
 
@@ -289,7 +289,7 @@ def _socket_links(stages, readers, producer, shapes, relay, output_keys,
                   first_device) -> dict[int, SocketLink]:
     """Stage index -> a socket link to the next stage carrying what later stages read of it;
     after the last stage, the link that returns the outputs made off ``first_device``."""
-    from executor.relay import SocketLink
+    from dnnsplit.executor.relay import SocketLink
 
     links: dict[int, SocketLink] = {}
     back = [(key, *shapes[key]) for key in dict.fromkeys(output_keys)

@@ -15,8 +15,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from executor.stages import Key, Stage
-from predictor.errors import DnnsplitError
+from dnnsplit.executor.stages import Key, Stage
+from dnnsplit.predictor.errors import DnnsplitError
 
 
 class ExecutorError(DnnsplitError):
@@ -39,7 +39,7 @@ class Event:
 
 def default_in_flight(stages: int) -> int:
     """Frames inside a pipeline at once when not told: one per stage, plus one (see
-    :func:`executor.local.run_pipeline`; the Ray backend's window is the same)."""
+    :func:`dnnsplit.executor.local.run_pipeline`; the Ray backend's window is the same)."""
     return stages + 1
 
 

@@ -41,12 +41,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from collectors.timing import cpu_blocks, main_not_reimported
-from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+from dnnsplit.collectors.timing import cpu_blocks, main_not_reimported
+from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, device_groups,
                                keep_sets, producers, progress_bar, return_s, send_s,
                                stage_error, summarise, tensor_layouts)
-from executor.stages import Key, Stage
+from dnnsplit.executor.stages import Key, Stage
 
 __all__ = ["Ring", "run_pipeline_processes"]
 
@@ -319,9 +319,9 @@ def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, 
         return not stop.is_set() and os.getppid() == parent
 
     try:
-        from executor.local import compile_stage
-        from executor.run import configure_worker_threads
-        from predictor.keras_env import import_keras
+        from dnnsplit.executor.local import compile_stage
+        from dnnsplit.executor.run import configure_worker_threads
+        from dnnsplit.predictor.keras_env import import_keras
 
         import_keras()
         configure_worker_threads(1, threads)

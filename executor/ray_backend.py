@@ -36,11 +36,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
+from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
                                SerialLink, consumers, default_in_flight, device_groups,
                                keep_sets, producers, progress_bar, return_s, send_s,
                                stage_error, summarise)
-from executor.stages import Key, Stage
+from dnnsplit.executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0
 
@@ -70,9 +70,9 @@ class StageWorker:
                  readers=None, links=None):
         self.events: list[tuple] = []
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from executor.local import compile_stage
-        from executor.run import configure_worker_threads  # before the backend runs anything
-        from predictor.keras_env import import_keras
+        from dnnsplit.executor.local import compile_stage
+        from dnnsplit.executor.run import configure_worker_threads  # before the backend runs anything
+        from dnnsplit.predictor.keras_env import import_keras
 
         import_keras()
         configure_worker_threads(1, threads)
@@ -139,7 +139,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     Workers get this process's Keras backend. Ray's start-up notices stay off stdout.
     """
     ray = import_ray()
-    from predictor.keras_env import import_keras
+    from dnnsplit.predictor.keras_env import import_keras
 
     env = {"KERAS_BACKEND": import_keras().backend.backend(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     local = {} if address else {

@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from executor.pipeline import ExecutorError
-from executor.stages import Key
+from dnnsplit.executor.pipeline import ExecutorError
+from dnnsplit.executor.stages import Key
 
 __all__ = ["Relay", "SocketLink", "parse_address", "serve_relay"]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from collectors.calibrate import ProbeWindow
-from executor.local import run_pipeline
-from executor.pipeline import Fault, RunResult, default_in_flight, device_groups
-from executor.stages import build_stages, model_input_keys
-from partition.cost import evaluate, scale_compute
-from predictor.errors import DnnsplitError
-from predictor.model_graph import TaskGraph
+from dnnsplit.collectors.calibrate import ProbeWindow
+from dnnsplit.executor.local import run_pipeline
+from dnnsplit.executor.pipeline import Fault, RunResult, default_in_flight, device_groups
+from dnnsplit.executor.stages import build_stages, model_input_keys
+from dnnsplit.partition.cost import evaluate, scale_compute
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.model_graph import TaskGraph
 
 BACKENDS = ("local", "processes", "ray")
 
@@ -48,9 +48,9 @@ def configure_worker_threads(workers: int, threads: int = 1) -> bool:
     """``threads`` per op and one inter-op thread per worker (so that ``workers`` Python
     threads can run compiled calls at once); False if the backend already started.
 
-    The collectors' :func:`collectors.timing.configure_threads`, with the executor's
+    The collectors' :func:`dnnsplit.collectors.timing.configure_threads`, with the executor's
     inter-op count (under JAX it sets the XLA CPU flags instead)."""
-    from collectors.timing import TimingError, configure_threads
+    from dnnsplit.collectors.timing import TimingError, configure_threads
 
     try:
         configure_threads(threads, inter_op=max(workers, 1))
@@ -123,18 +123,18 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
-    ``placement`` are for the Ray backend (see :mod:`executor.ray_backend`). Backends:
-    ``local`` (a thread per stage, :mod:`executor.local`), ``processes`` (a process per stage
-    on this machine, :mod:`executor.processes`), ``ray`` (:mod:`executor.ray_backend`).
+    ``placement`` are for the Ray backend (see :mod:`dnnsplit.executor.ray_backend`). Backends:
+    ``local`` (a thread per stage, :mod:`dnnsplit.executor.local`), ``processes`` (a process per stage
+    on this machine, :mod:`dnnsplit.executor.processes`), ``ray`` (:mod:`dnnsplit.executor.ray_backend`).
     ``calibrate`` names the device profile the plan's costs were predicted from: the
     reference probe is timed on this machine just before and after the run, and the plan's
     prediction is also given at the machine's present speed (``predicted["calibrated"]``: every
     compute time x probe now / the profile's probe; links unchanged). Meant for workers on
     this machine, timed with the profile's thread count.
     ``in_flight`` caps the frames inside the pipeline (default: stages + 1; see
-    :func:`executor.local.run_pipeline`). ``relay`` (local backend): ``"HOST:PORT"`` of an
+    :func:`dnnsplit.executor.local.run_pipeline`). ``relay`` (local backend): ``"HOST:PORT"`` of an
     ``executor relay``, or ``"local"`` for one on loopback: links are then real TCP
-    connections through it instead of emulated (:mod:`executor.relay`).
+    connections through it instead of emulated (:mod:`dnnsplit.executor.relay`).
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
@@ -149,7 +149,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                             "machines already talk over the network)")
     address_of_relay = None
     if relay not in (None, "local"):
-        from executor.relay import parse_address
+        from dnnsplit.executor.relay import parse_address
 
         address_of_relay = parse_address(relay)  # a typo fails before any stage is built
     if backend == "local" and fault is not None and fault.kind == "exit":
@@ -163,7 +163,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     # model as given
     split_model = model
     if plan.layer_splits:
-        from partition.layer_split import split_layers
+        from dnnsplit.partition.layer_split import split_layers
 
         split_model = split_layers(model, plan.layer_splits)
     tg = TaskGraph.from_keras(split_model)
@@ -176,13 +176,13 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   keep_outputs=check_frames, fault=fault, progress=progress)
     probe = ProbeWindow(calibrate, one_thread=threads == 1) if calibrate else None
     if backend == "ray":
-        from executor.ray_backend import run_pipeline_ray
+        from dnnsplit.executor.ray_backend import run_pipeline_ray
 
         result = run_pipeline_ray(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   threads=threads, address=address, placement=placement,
                                   window=in_flight, **common)
     elif backend == "processes":
-        from executor.processes import run_pipeline_processes
+        from dnnsplit.executor.processes import run_pipeline_processes
 
         result = run_pipeline_processes(stages, data, model_input_keys(tg),
                                         list(tg.output_sources), threads=threads,
@@ -190,7 +190,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     else:
         with contextlib.ExitStack() as stack:
             if relay == "local":
-                from executor.relay import Relay
+                from dnnsplit.executor.relay import Relay
 
                 address_of_relay = stack.enter_context(Relay()).address
             result = run_pipeline(stages, data, model_input_keys(tg), list(tg.output_sources),

@@ -3,7 +3,7 @@
 A plan whose tensors only go to later devices (every throughput plan) has one stage per device
 it uses, in device order. A latency plan may come back to a device (phone -> server -> phone):
 then that device has one stage per visit, named ``phone``, ``phone#2``, ...
-(:func:`partition.visits.visits`), and the executor runs a device's stages one at a time.
+(:func:`dnnsplit.partition.visits.visits`), and the executor runs a device's stages one at a time.
 
 Each stage is a new functional model that re-calls the original layers (weights are shared, not
 copied) on fresh ``keras.Input`` tensors for everything it receives: model inputs, tensors
@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from partition.visits import visits
-from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
-from predictor.model_graph import TaskGraph
+from dnnsplit.partition.visits import visits
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.keras_env import import_keras
+from dnnsplit.predictor.model_graph import TaskGraph
 
 Key = tuple[str, int]
 
@@ -83,7 +83,7 @@ def check_plan_matches(tg: TaskGraph, plan) -> None:
 
 
 def build_stages(model, plan, tg: TaskGraph | None = None) -> list[Stage]:
-    """Stage sub-models in running order (:func:`partition.visits.visits`; unused devices
+    """Stage sub-models in running order (:func:`dnnsplit.partition.visits.visits`; unused devices
     left out)."""
     keras = import_keras()
     tg = tg or TaskGraph.from_keras(model)

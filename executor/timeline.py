@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from predictor.files import save_figure_atomic
+from dnnsplit.predictor.files import save_figure_atomic
 
-from executor.pipeline import RunResult
+from dnnsplit.executor.pipeline import RunResult
 
 MAX_FRAMES = 8
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.problem import PlanError, Problem
-from partition.solution import Solution, stopwatch
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
 
 #: More free nodes than this and brute force refuses (k ** free assignments).
 MAX_ASSIGNMENTS = 2_000_000

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from predictor.cli_support import echo_json, new_app, parse_shape, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, user_errors
 
 app = new_app("Task graphs of Keras models and where to split them across devices.")
 
@@ -30,14 +30,14 @@ def graph_command(
     list_models: bool = typer.Option(False, "--list", help="list the model names (keras.applications and zoo)"),
 ) -> None:
     """Nodes, edges, FLOPs, parameters, the largest tensor and unmodelled layer types."""
-    from predictor.model_source import load_model, model_names
+    from dnnsplit.predictor.model_source import load_model, model_names
 
     if list_models:
         typer.echo("\n".join(model_names()))
         return
     if model is None:
         raise typer.BadParameter("give a MODEL (or --list)")
-    from partition.graph import TaskGraph
+    from dnnsplit.partition.graph import TaskGraph
 
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
     summary = tg.summary()
@@ -82,10 +82,10 @@ def plan_command(
     """Split MODEL across devices: one table comparing the algorithms and single devices."""
     from pathlib import Path
 
-    from partition.costs import DeviceSpec, load_costs, parse_links, problem_from_graph
-    from partition.graph import TaskGraph
-    from partition.planner import DEFAULT_ALGORITHMS, make_plans, single_device_baselines
-    from predictor.model_source import load_model
+    from dnnsplit.partition.costs import DeviceSpec, load_costs, parse_links, problem_from_graph
+    from dnnsplit.partition.graph import TaskGraph
+    from dnnsplit.partition.planner import DEFAULT_ALGORITHMS, make_plans, single_device_baselines
+    from dnnsplit.predictor.model_source import load_model
 
     specs = [DeviceSpec.parse(d) for d in device]
     links = parse_links([d.name for d in specs], link, mbps, rtt_ms)
@@ -100,7 +100,7 @@ def plan_command(
 
     splits: dict[str, int] = {}
     if split_layer:
-        from partition.layer_split import parse_layer_splits, plan_with_layer_splits, split_layers
+        from dnnsplit.partition.layer_split import parse_layer_splits, plan_with_layer_splits, split_layers
 
         if table is not None:
             raise typer.BadParameter("--split-layer needs predicted costs: a --costs table "
@@ -120,7 +120,7 @@ def plan_command(
         for plan in plans:
             plan.save(Path(out) / f"plan-{plan.algorithm}.json")
     if plot:
-        from partition.plot import plot_plan
+        from dnnsplit.partition.plot import plot_plan
 
         plot_plan(plans[0], plot)
     if as_json:

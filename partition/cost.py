@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
-from partition.problem import IndexedProblem, PlanError, Problem
+from dnnsplit.partition.problem import IndexedProblem, PlanError, Problem
 
 
 @dataclass(frozen=True)

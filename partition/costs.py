@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from partition.graph import TaskGraph
-from partition.problem import Link, PlanError, Problem
-from predictor.files import read_json
+from dnnsplit.partition.graph import TaskGraph
+from dnnsplit.partition.problem import Link, PlanError, Problem
+from dnnsplit.predictor.files import read_json
 
 _DEVICE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)(=(?P<source>[A-Za-z0-9_.\-]+))?"
                      r"(:x(?P<factor>[0-9]*\.?[0-9]+))?$")
@@ -126,8 +126,8 @@ def _read_link_file(file: str) -> tuple[Link, Link]:
 def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], float]:
     """Per-node compute time (ms) predicted for a device profile by its trained bundle, and
     the profile's overhead of one compiled call (ms)."""
-    from predictor.bundle import ProfileError, load_bundle
-    from predictor.compose import predict_graph
+    from dnnsplit.predictor.bundle import ProfileError, load_bundle
+    from dnnsplit.predictor.compose import predict_graph
 
     try:
         bundle = load_bundle(profile)

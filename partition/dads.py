@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import networkx as nx
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.problem import PlanError, Problem
-from partition.solution import Solution, stopwatch
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
 
 #: Weights of the first device's compute tried by the heavy-load sweep.
 HEAVY_LOAD_WEIGHTS = tuple(i / 20 for i in range(1, 20))

@@ -28,11 +28,11 @@ from __future__ import annotations
 import sys
 import time
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.dads import min_cut_latency
-from partition.problem import IndexedProblem, PlanError, Problem
-from partition.solution import Solution, bound_note, stopwatch
-from partition.wide_latency import proven_by_relaxation, relaxation_bound, wide_latency
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.dads import min_cut_latency
+from dnnsplit.partition.problem import IndexedProblem, PlanError, Problem
+from dnnsplit.partition.solution import Solution, bound_note, stopwatch
+from dnnsplit.partition.wide_latency import proven_by_relaxation, relaxation_bound, wide_latency
 
 #: The latency DP gives up beyond this many live states at one step (see ``max_states``).
 MAX_STATES = 2_000_000
@@ -49,7 +49,7 @@ TARGET_GROWTH = 1.2
 #: Latency states before pruning, (k * 2^(k-1)) ** frontier, above which dp does not try.
 MAX_STATE_ESTIMATE = 10_000_000
 #: Latency, k > 2, above that estimate: seconds of exact DP before the graph counts as too
-#: wide and :func:`partition.wide_latency.wide_latency` answers.
+#: wide and :func:`dnnsplit.partition.wide_latency.wide_latency` answers.
 LATENCY_WIDE_TRY_S = 0.25
 #: The device field of the latency DP's used-devices state entry (no real device is < 0).
 USED = -1
@@ -73,7 +73,7 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     gap; for **latency** with k > 2 and a frontier too wide for the k-device DP it is the best
     plan over the first device and one other (exact 2-device DPs); for latency on 2 devices
     the minimum s-t cut (exact, milliseconds); otherwise (more than ``max_states`` live
-    states, or longer than ``time_limit_s``) it comes from :func:`partition.milp.milp` with
+    states, or longer than ``time_limit_s``) it comes from :func:`dnnsplit.partition.milp.milp` with
     ``fallback_time_s``, ``exact`` being HiGHS's proof status. With ``fallback_time_s=None``
     dp raises :class:`PlanError` instead.
     """
@@ -127,7 +127,7 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                                 elapsed(), exact=True, states=1,
                                 note=f"exact dp gave up ({exc}); answered by the minimum s-t "
                                      "cut, exact for two devices")
-            from partition.milp import milp
+            from dnnsplit.partition.milp import milp
 
             answer = milp(problem, objective, time_limit_s=fallback_time_s)
             return Solution("dp", objective, answer.assignment, answer.value, elapsed(),

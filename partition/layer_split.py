@@ -21,8 +21,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from predictor.errors import DnnsplitError
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.keras_env import import_keras
 
 #: Activations that act on each channel alone (so slicing the channels commutes with them).
 CHANNELWISE_ACTIVATIONS = frozenset({

@@ -19,9 +19,9 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp as scipy_milp
 from scipy.sparse import coo_matrix
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.problem import PlanError, Problem
-from partition.solution import Solution, stopwatch
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
 
 
 def milp(problem: Problem, objective: str, time_limit_s: float | None = None) -> Solution:

@@ -6,9 +6,9 @@ topological order is a downset, so the split is a valid pipeline for either obje
 
 from __future__ import annotations
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.problem import PlanError, Problem
-from partition.solution import Solution, stopwatch
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
 
 
 def neurosurgeon(problem: Problem, objective: str) -> Solution:

@@ -5,7 +5,7 @@
 >>> Plan.load("out/plan-dp.json").predicted.latency_ms    # doctest: +SKIP
 
 ``Plan.load`` validates the file and recomputes the predicted values with
-:func:`partition.cost.evaluate`; a file whose stored values disagree is refused.
+:func:`dnnsplit.partition.cost.evaluate`; a file whose stored values disagree is refused.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from partition.cost import Predicted, evaluate
-from partition.problem import Link, PlanError, Problem
-from partition.solution import Solution
-from partition.visits import visits
-from predictor.files import read_json, write_json_atomic
+from dnnsplit.partition.cost import Predicted, evaluate
+from dnnsplit.partition.problem import Link, PlanError, Problem
+from dnnsplit.partition.solution import Solution
+from dnnsplit.partition.visits import visits
+from dnnsplit.predictor.files import read_json, write_json_atomic
 
 #: Relative tolerance when a loaded plan's stored predictions are checked.
 RECOMPUTE_RTOL = 1e-6
@@ -36,7 +36,7 @@ class Plan:
     exact: bool
     states: int = 0
     note: str = ""
-    #: layers split into channel parts before planning (:mod:`partition.layer_split`): the
+    #: layers split into channel parts before planning (:mod:`dnnsplit.partition.layer_split`): the
     #: plan's nodes are those of ``split_layers(model, layer_splits)``
     layer_splits: dict[str, int] = field(default_factory=dict)
 

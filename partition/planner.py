@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from partition.brute import brute
-from partition.cost import evaluate, objective_value
-from partition.dads import dads
-from partition.dp import dp
-from partition.milp import milp
-from partition.neurosurgeon import neurosurgeon
-from partition.plan import Plan
-from partition.problem import PlanError, Problem
-from partition.solution import OBJECTIVES, Solution
+from dnnsplit.partition.brute import brute
+from dnnsplit.partition.cost import evaluate, objective_value
+from dnnsplit.partition.dads import dads
+from dnnsplit.partition.dp import dp
+from dnnsplit.partition.milp import milp
+from dnnsplit.partition.neurosurgeon import neurosurgeon
+from dnnsplit.partition.plan import Plan
+from dnnsplit.partition.problem import PlanError, Problem
+from dnnsplit.partition.solution import OBJECTIVES, Solution
 
 ALGORITHMS: dict[str, Callable[[Problem, str], Solution]] = {
     "dp": dp,

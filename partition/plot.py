@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from predictor.files import save_figure_atomic
+from dnnsplit.predictor.files import save_figure_atomic
 
 import networkx as nx
 
-from partition.plan import Plan
+from dnnsplit.partition.plan import Plan
 
 FRAMES = 3
 

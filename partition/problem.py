@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import networkx as nx
 
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 
 class PlanError(DnnsplitError):

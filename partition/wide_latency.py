@@ -13,7 +13,7 @@ a short MILP:
    (a min cut) bounds the k-device optimum from below. Placing each node of its virtual side
    on its cheapest device gives a real plan too.
 2. **The best plan over the first device and one other**: one exact min cut per device.
-3. When the best of these is above the bound: :func:`partition.milp.milp` for what is left of
+3. When the best of these is above the bound: :func:`dnnsplit.partition.milp.milp` for what is left of
    the time budget (it proves small problems quickly, and its incumbent is kept when better;
    on large graphs it adds its own lower bound).
 
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from partition.cost import evaluate_indexed, objective_value
-from partition.dads import min_cut_latency
-from partition.problem import IndexedProblem, PlanError, Problem
-from partition.solution import Solution, bound_note
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.dads import min_cut_latency
+from dnnsplit.partition.problem import IndexedProblem, PlanError, Problem
+from dnnsplit.partition.solution import Solution, bound_note
 
 #: Seconds in all (from the start of dp) after which the MILP stops, and its least limit.
 BUDGET_S = 0.9
@@ -98,7 +98,7 @@ def wide_latency(problem: Problem, reason: str, elapsed,
                  relaxation: tuple[float, list[int]] | None = None) -> Solution:
     """The answer for dp (see the module docstring); ``elapsed()`` is dp's clock in ms;
     ``relaxation``: :func:`relaxation_bound`'s answer when already known."""
-    from partition.milp import milp
+    from dnnsplit.partition.milp import milp
 
     ip = problem.indexed
     lower, plan = relaxation or relaxation_bound(ip)

@@ -4,7 +4,7 @@
 and its state (coefficients or XGBoost JSON: no pickles), the feature names, the CV table, the
 library versions that produced it, a hash of the CSVs it was trained on, the profile's
 reference-probe time, the per-call overhead, the weight-streaming cost of kernels
-(``weight-streaming.json``, :mod:`collectors.streaming`) and the model-level correction.
+(``weight-streaming.json``, :mod:`dnnsplit.collectors.streaming`) and the model-level correction.
 
 :func:`load_bundle` reads it; if it was written by another major version of XGBoost or another
 bundle format, or its data hash no longer matches the CSVs beside it, it is rebuilt from those
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from predictor.errors import DnnsplitError
-from predictor.estimators import BundleFormatError, _Family
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.estimators import BundleFormatError, _Family
 
 log = logging.getLogger("dnnsplit")
 BUNDLE_FORMAT = 1
@@ -69,7 +69,7 @@ def profile_dir(profile: str | Path) -> Path:
     path = Path(profile)
     if path.is_dir():
         return path
-    from dnnsplit_datasets import profiles, root
+    from dnnsplit.datasets import profiles, root
 
     shipped = root() / str(profile)
     if shipped.is_dir():
@@ -88,7 +88,7 @@ class Bundle:
     call_overhead_ms: float
     correction: float = 1.0
     #: per kernel: ``per_mib * max(0, MiB of weights - threshold_mib)`` probe units, for
-    #: weights up to ``cache_mib`` (:mod:`collectors.streaming`); empty = none
+    #: weights up to ``cache_mib`` (:mod:`dnnsplit.collectors.streaming`); empty = none
     streaming: dict[str, float] = field(default_factory=dict)
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
     chosen: dict[str, str] = field(default_factory=dict)
@@ -147,7 +147,7 @@ class Bundle:
             raise BundleFormatError(f"malformed bundle: {exc}") from None
 
     def save(self, path: str | Path) -> Path:
-        from predictor.files import write_json_atomic
+        from dnnsplit.predictor.files import write_json_atomic
 
         return write_json_atomic(path, self.to_dict())
 
@@ -174,7 +174,7 @@ def load_bundle(profile: str | Path, rebuild: bool = True) -> Bundle:
                            "`collectors collect` or reinstall dnnsplit")
     if not rebuild:
         raise BundleFormatError(f"bundle of {folder.name} cannot be used: {problem}")
-    from predictor.train import train
+    from dnnsplit.predictor.train import train
 
     log.warning("rebuilding the predictor of %s from its CSVs (%s)", folder.name, problem)
     bundle = train(folder)

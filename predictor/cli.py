@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from predictor.cli_support import echo_json, new_app, parse_shape, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, user_errors
 
 app = new_app("Per-layer descriptions and latency predictions of Keras models.")
 
@@ -26,8 +26,8 @@ def spec_command(
     batch: int = typer.Option(1, min=1, help="batch size"),
 ) -> None:
     """The LayerSpec of every operation call of MODEL: type, output shape, FLOPs, parameters."""
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
     if as_json:
@@ -58,9 +58,9 @@ def train_command(
     """Fit per-layer-type regressors (k-fold CV picks the family) and save the bundle."""
     from pathlib import Path
 
-    from predictor.bundle import BUNDLE_NAME
-    from predictor.estimators import FAMILIES
-    from predictor.train import train
+    from dnnsplit.predictor.bundle import BUNDLE_NAME
+    from dnnsplit.predictor.estimators import FAMILIES
+    from dnnsplit.predictor.train import train
 
     bundle = train(data, progress=not quiet, per_row_probe=not constant_probe)
     path = bundle.save(Path(out or data) / BUNDLE_NAME if not str(out or "").endswith(".json")
@@ -91,16 +91,16 @@ def predict_command(
     batch: int = typer.Option(1, min=1),
 ) -> None:
     """Per-layer and total latency of MODEL on a device profile, without running it there."""
-    from predictor.bundle import load_bundle
-    from predictor.compose import predict_graph
-    from predictor.model_graph import TaskGraph
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.bundle import load_bundle
+    from dnnsplit.predictor.compose import predict_graph
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
 
     bundle = load_bundle(device)
     probe_ms = None
     if calibrate:
         # CLI glue only: the library takes probe_ms; timing the probe is the collectors' job
-        from collectors.calibrate import calibrate as time_probe
+        from dnnsplit.collectors.calibrate import calibrate as time_probe
 
         probe_ms = time_probe(threads=int(bundle.meta.get("threads", 1)))["probe_ms"]
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
@@ -133,7 +133,7 @@ def evaluate_command(
     """Measured vs predicted on the held-out models; writes the accuracy report and plot."""
     import sys
 
-    from predictor.evaluate import evaluate_profile, write_report
+    from dnnsplit.predictor.evaluate import evaluate_profile, write_report
 
     report = evaluate_profile(device)
     md, png = write_report(report, docs, command="predictor " + " ".join(sys.argv[1:]))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import typer
 
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 
 def new_app(help_text: str) -> typer.Typer:

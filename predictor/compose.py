@@ -5,7 +5,7 @@ regressor per kernel's first layer type -> sum. Then:
 
 - a kernel whose weights fit the cache pays the profile's weight-streaming cost on top
   (``bundle.streaming``: alone, its weights stayed in cache between calls; in a model they come
-  from memory, :mod:`collectors.streaming`);
+  from memory, :mod:`dnnsplit.collectors.streaming`);
 - the model-level correction fitted on the training models (``bundle.correction``) scales the
   kernel sum; it is learned from training-model ground truth only;
 - one call overhead (``bundle.call_overhead_ms``) is added per compiled call (per stage);
@@ -25,10 +25,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from predictor.bundle import Bundle
-from predictor.feature_table import feature_frame
-from predictor.fusion import OPS_AS_LAYERS, Kernel, find_kernels, kernel_record
-from predictor.model_graph import TaskGraph
+from dnnsplit.predictor.bundle import Bundle
+from dnnsplit.predictor.feature_table import feature_frame
+from dnnsplit.predictor.fusion import OPS_AS_LAYERS, Kernel, find_kernels, kernel_record
+from dnnsplit.predictor.model_graph import TaskGraph
 
 FREE_TYPES = frozenset({"InputLayer"})
 
@@ -111,8 +111,8 @@ def _shares(tg: TaskGraph, kernel: Kernel) -> dict[str, float]:
 def predict_model_normalised(bundle: Bundle, model_name: str, loads: Sequence[float] = (0.0,),
                              corrected: bool = True) -> list[float]:
     """Whole-model time of a named model in probe units, one per load (the graph built once)."""
-    from predictor.keras_env import import_keras
-    from predictor.model_source import load_model
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_source import load_model
 
     tg = TaskGraph.from_keras(load_model(model_name))
     totals = [predict_graph(bundle, tg, load=load, probe_ms=1.0, corrected=corrected).total_ms

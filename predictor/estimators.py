@@ -19,7 +19,7 @@ Trees alone predict no time beyond the largest they were trained on; the anchore
 keep the log-linear trend (which extrapolates in size) and let the trees learn the shape
 around it.
 
-Targets are drift-normalised times (see :func:`predictor.feature_table.target`), always > 0.
+Targets are drift-normalised times (see :func:`dnnsplit.predictor.feature_table.target`), always > 0.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
 
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 
 class BundleFormatError(DnnsplitError):
@@ -114,7 +114,7 @@ class LogLinearFamily(_Family):
         self.alpha = alpha
 
     def fit(self, X: pd.DataFrame, y):
-        from predictor.feature_table import LOGLINEAR_COLUMNS
+        from dnnsplit.predictor.feature_table import LOGLINEAR_COLUMNS
 
         self.feature_names_ = [c for c in LOGLINEAR_COLUMNS if c in X.columns]
         A = X[self.feature_names_].to_numpy(dtype=float)

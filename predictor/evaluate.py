@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
-from predictor.files import read_json, save_figure_atomic
-from predictor.records import read_rows
+from dnnsplit.predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
+from dnnsplit.predictor.files import read_json, save_figure_atomic
+from dnnsplit.predictor.records import read_rows
 
 #: A profile's ``{model: why}`` for held-out models that shaped the data after all.
 CAVEATS_NAME = "evaluation_caveats.json"
@@ -93,7 +93,7 @@ class AccuracyReport:
 
 def evaluate_profile(profile: str, split: str = "evaluation",
                      bundle: Bundle | None = None) -> AccuracyReport:
-    from predictor.compose import predict_model_normalised
+    from dnnsplit.predictor.compose import predict_model_normalised
 
     folder = profile_dir(profile)
     truth = folder / GROUND_TRUTH_NAME
@@ -133,7 +133,7 @@ def evaluate_profile(profile: str, split: str = "evaluation",
 
 def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
                  command: str = "") -> tuple[Path, Path]:
-    from predictor.files import write_text_atomic
+    from dnnsplit.predictor.files import write_text_atomic
 
     docs = Path(docs_dir)
     png = docs / f"accuracy-{report.profile}.png"
@@ -228,7 +228,7 @@ def _error_sources_tables(data: dict, path: Path, top: int) -> list[str]:
 
 
 def _families(report: AccuracyReport) -> list[str]:
-    from predictor.estimators import FAMILIES
+    from dnnsplit.predictor.estimators import FAMILIES
 
     return list(FAMILIES)
 

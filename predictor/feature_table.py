@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from predictor.features import ACTIVATION_OPS_PER_ELEMENT
+from dnnsplit.predictor.features import ACTIVATION_OPS_PER_ELEMENT
 
 #: Numeric record columns used as they are.
 NUMERIC = ("batch", "n_inputs", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filters",

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from predictor.errors import SpecError
+from dnnsplit.predictor.errors import SpecError
 
 log = logging.getLogger("dnnsplit")
 
@@ -322,7 +322,7 @@ class LayerSpec:
 
 def operation_type(operation) -> str:
     """Type name used everywhere: the class name, prefixed 'ops.' for non-Layer operations."""
-    from predictor.keras_env import import_keras
+    from dnnsplit.predictor.keras_env import import_keras
 
     keras = import_keras()
     name = type(operation).__name__

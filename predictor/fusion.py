@@ -17,8 +17,8 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any, Mapping, Sequence
 
-from predictor.errors import DnnsplitError
-from predictor.features import LayerSpec
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.features import LayerSpec
 
 
 #: keras.ops calls are measured, and predicted, as the equivalent layer.

@@ -66,7 +66,7 @@ def compiled(body: Callable, device: str | None = None, jax_args: tuple = ()) ->
             with device_scope(device):
                 return fn(*jax_args, inputs)
     else:
-        from predictor.errors import DnnsplitError
+        from dnnsplit.predictor.errors import DnnsplitError
 
         raise DnnsplitError(f"backend {name!r} is not supported: use tensorflow or jax")
     return call

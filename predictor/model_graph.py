@@ -25,9 +25,9 @@ from typing import Any
 
 import networkx as nx
 
-from predictor.errors import SpecError
-from predictor.features import LayerSpec, tensor_nbytes
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.errors import SpecError
+from dnnsplit.predictor.features import LayerSpec, tensor_nbytes
+from dnnsplit.predictor.keras_env import import_keras
 
 
 @dataclass

@@ -12,8 +12,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from predictor.errors import ModelLoadError
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.errors import ModelLoadError
+from dnnsplit.predictor.keras_env import import_keras
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 #: Input shape given to keras.applications models whose default input has unknown dimensions.
@@ -22,7 +22,7 @@ DEFAULT_IMAGE_SHAPE = (224, 224, 3)
 
 def zoo_names() -> list[str]:
     """Models built by dnnsplit itself (not in keras.applications): AlexNet, SqueezeNet, ..."""
-    from predictor.zoo import ZOO
+    from dnnsplit.predictor.zoo import ZOO
 
     return sorted(ZOO)
 
@@ -46,7 +46,7 @@ def load_model(source: str | Path, input_shape: tuple[int, ...] | None = None):
     """Return the Keras model named by ``source``.
 
     ``source`` is a keras.applications name (any case; built with ``weights=None``), a zoo name
-    (:mod:`predictor.zoo`: AlexNet, SqueezeNet, Pix2PixUNet) or the path of a ``.keras`` /
+    (:mod:`dnnsplit.predictor.zoo`: AlexNet, SqueezeNet, Pix2PixUNet) or the path of a ``.keras`` /
     ``.h5`` file. ``input_shape`` (without batch) is passed to the
     keras.applications constructor, e.g. ``(160, 160, 3)``.
     """
@@ -58,7 +58,7 @@ def load_model(source: str | Path, input_shape: tuple[int, ...] | None = None):
 
 
 def _build_application(name: str, input_shape):
-    from predictor.zoo import ZOO
+    from dnnsplit.predictor.zoo import ZOO
 
     keras = import_keras()
     zoo = {n.lower(): n for n in ZOO}

@@ -1,6 +1,6 @@
 """Reading measurement CSVs (the records of DESIGN.md) with clear errors.
 
-Writing them durably is the collectors' job (:mod:`collectors.store`); reading them is shared.
+Writing them durably is the collectors' job (:mod:`dnnsplit.collectors.store`); reading them is shared.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from predictor.errors import DnnsplitError
+from dnnsplit.predictor.errors import DnnsplitError
 
 
 class StoreError(DnnsplitError):

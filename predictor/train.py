@@ -22,12 +22,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, ProfileError,
+from dnnsplit.predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, ProfileError,
                               data_hash, kernel_csvs, library_versions)
-from predictor.estimators import FAMILIES, make
-from predictor.feature_table import error_floor, feature_frame, feature_names, target
-from predictor.files import read_json
-from predictor.records import reference_probe_ms
+from dnnsplit.predictor.estimators import FAMILIES, make
+from dnnsplit.predictor.feature_table import error_floor, feature_frame, feature_names, target
+from dnnsplit.predictor.files import read_json
+from dnnsplit.predictor.records import reference_probe_ms
 
 MIN_ROWS_FOR_CV = 8
 FOLDS = 5
@@ -36,9 +36,9 @@ FOLDS = 5
 def load_records(folder: str | Path) -> dict[str, list[dict]]:
     """Kernel rows of a profile folder grouped by the kernel's first layer type (a keras.ops
     call, such as a constant added by ``ops.add``, with the layer it is predicted as)."""
-    from predictor.fusion import OPS_AS_LAYERS
-    from predictor.records import read_rows
-    from predictor.features import RECORD_COLUMNS
+    from dnnsplit.predictor.fusion import OPS_AS_LAYERS
+    from dnnsplit.predictor.records import read_rows
+    from dnnsplit.predictor.features import RECORD_COLUMNS
 
     grouped: dict[str, list[dict]] = defaultdict(list)
     for path in kernel_csvs(folder):
@@ -141,8 +141,8 @@ def fit_correction(bundle: Bundle, folder: Path) -> None:
         bundle.meta["correction"] = "none: no models.csv"
         return
     per_row = bundle.meta.get("target") == "per-row probe"
-    from predictor.records import read_rows
-    from predictor.compose import predict_model_normalised
+    from dnnsplit.predictor.records import read_rows
+    from dnnsplit.predictor.compose import predict_model_normalised
 
     ratios, used = [], []
     for row in read_rows(truth):

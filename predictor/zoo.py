@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from predictor.keras_env import import_keras
+from dnnsplit.predictor.keras_env import import_keras
 
 
 def alexnet(input_shape=(227, 227, 3), classes=1000):

@@ -18,17 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, %r)
-    from collectors.timing import StopRule, configure_threads, time_model
+    from dnnsplit.collectors.timing import StopRule, configure_threads, time_model
     configure_threads(1)
     import keras
     import numpy as np
     assert keras.backend.backend() == "jax"
-    from collectors.kernels import KernelConfig
-    from executor.run import execute
-    from partition.costs import DeviceSpec, problem_from_graph
-    from partition.planner import make_plans
-    from partition.problem import Link
-    from predictor.model_graph import TaskGraph
+    from dnnsplit.collectors.kernels import KernelConfig
+    from dnnsplit.executor.run import execute
+    from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+    from dnnsplit.partition.planner import make_plans
+    from dnnsplit.partition.problem import Link
+    from dnnsplit.predictor.model_graph import TaskGraph
 
     kernel = KernelConfig.of([("Conv2D", {"filters": 8, "kernel_size": (3, 3), "padding": "same"}),
                               ("BatchNormalization", {}), ("ReLU", {})], [(1, 16, 16, 4)])

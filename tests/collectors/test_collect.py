@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from collectors.grids import Grid, GridError, load_grids, random_configs
-from collectors.kernels import KernelConfig
-from collectors.load import BackgroundLoad
-from collectors.store import CsvStore, StoreError, read_rows
-from predictor.features import RECORD_COLUMNS
+from dnnsplit.collectors.grids import Grid, GridError, load_grids, random_configs
+from dnnsplit.collectors.kernels import KernelConfig
+from dnnsplit.collectors.load import BackgroundLoad
+from dnnsplit.collectors.store import CsvStore, StoreError, read_rows
+from dnnsplit.predictor.features import RECORD_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,8 @@ def run_collect_script(out: Path, grids: Path, n_configs: int, loads=(0.0,)) -> 
     return textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from collectors.collect import CollectSettings, collect
-        from collectors.timing import StopRule
+        from dnnsplit.collectors.collect import CollectSettings, collect
+        from dnnsplit.collectors.timing import StopRule
         settings = CollectSettings(out_dir={str(out)!r}, grid_dir={str(grids)!r}, models=[],
                                    loads={tuple(loads)!r}, rule={FAST_RULE}, probe_every_s=60)
         report = collect(settings, progress=False)
@@ -171,7 +171,7 @@ def test_a_malformed_extra_block_is_refused(tmp_path):
 
 
 def test_empty_call_overhead_is_subtracted():
-    from collectors.timing import StopRule, compile_identity, measure, place_inputs, \
+    from dnnsplit.collectors.timing import StopRule, compile_identity, measure, place_inputs, \
         random_inputs, summarise
 
     inputs = place_inputs(random_inputs([(1, 8, 8, 4)]))
@@ -213,8 +213,8 @@ def test_a_merge_with_a_constant_operand_is_built_as_that_op_with_the_same_recor
     import keras
     import numpy as np
 
-    from predictor.fusion import find_kernels, kernel_record
-    from predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.fusion import find_kernels, kernel_record
+    from dnnsplit.predictor.model_graph import TaskGraph
 
     x = keras.Input((1, 1, 16))
     y = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)

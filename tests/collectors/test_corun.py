@@ -10,9 +10,9 @@ import time
 import keras
 import pytest
 
-from collectors.corun import (CoRunError, corun_of_call, corun_of_model,
+from dnnsplit.collectors.corun import (CoRunError, corun_of_call, corun_of_model,
                              corun_of_model_in_processes, measure_corun)
-from collectors.timing import cpu_blocks
+from dnnsplit.collectors.timing import cpu_blocks
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -100,7 +100,7 @@ def test_cli_writes_the_profile_factor_as_the_median_of_the_models(tmp_path):
                          name=name).save(tmp_path / f"{name}.keras")
     out = tmp_path / "corun.json"
     run = subprocess.run(
-        [sys.executable, "-m", "collectors.cli", "corun", str(tmp_path / "tiny.keras"),
+        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", str(tmp_path / "tiny.keras"),
          str(tmp_path / "wider.keras"), "--repeats", "1", "--quiet", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -123,7 +123,7 @@ def test_cli_processes_writes_its_own_file_beside_the_threads_one(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     run = subprocess.run(
-        [sys.executable, "-m", "collectors.cli", "corun", "tiny.keras", "--processes",
+        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", "tiny.keras", "--processes",
          "--repeats", "1", "--quiet", "--profile", "p"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr

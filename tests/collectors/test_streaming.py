@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from collectors.kernels import KernelConfig
-from collectors.streaming import (StreamingError, cache_bytes, fit_streaming,
+from dnnsplit.collectors.kernels import KernelConfig
+from dnnsplit.collectors.streaming import (StreamingError, cache_bytes, fit_streaming,
                                   streaming_of_kernel)
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -65,7 +65,7 @@ def test_cli_writes_the_fit_and_every_kernel(tmp_path):
     keras.Model(x, y).save(tmp_path / "m.keras")
     out = tmp_path / "weight-streaming.json"
     run = subprocess.run(
-        [sys.executable, "-m", "collectors.cli", "streaming", str(tmp_path / "m.keras"),
+        [sys.executable, "-m", "dnnsplit.collectors.cli", "streaming", str(tmp_path / "m.keras"),
          "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())
@@ -81,7 +81,7 @@ def test_cli_on_a_model_without_large_weights_says_so(tmp_path):
     keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)]).save(
         tmp_path / "tiny.keras")
     run = subprocess.run(
-        [sys.executable, "-m", "collectors.cli", "streaming", str(tmp_path / "tiny.keras"),
+        [sys.executable, "-m", "dnnsplit.collectors.cli", "streaming", str(tmp_path / "tiny.keras"),
          "--quiet", "--out", str(tmp_path / "s.json")], capture_output=True, text=True,
         timeout=300)
     assert run.returncode != 0

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from collectors.timing import TimingError, one_cpu
+from dnnsplit.collectors.timing import TimingError, one_cpu
 
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
                                 reason="thread affinity through /proc/self/task is Linux's")

@@ -33,7 +33,7 @@ def start_cli(tmp_path, *args):
     env = dict(os.environ, DNNSPLIT_TEST_MARK=mark, PYTHONFAULTHANDLER="1")
     err = open(tmp_path / "stderr.txt", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "executor.cli", "run", str(tmp_path / "m.keras"), "--plan",
+        [sys.executable, "-m", "dnnsplit.executor.cli", "run", str(tmp_path / "m.keras"), "--plan",
          str(tmp_path / "plan.json"), *args], env=env, stdout=subprocess.PIPE, stderr=err,
         cwd=Path(__file__).resolve().parents[2], preexec_fn=default_sigint)
     return proc, mark

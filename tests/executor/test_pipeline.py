@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import executor.local as local
-from executor.cli import app
-from executor.local import ExecutorError, run_pipeline
-from executor.run import execute, random_frames
-from executor.stages import PlanMismatchError, build_stages, model_input_keys, run_sequential
-from partition.costs import DeviceSpec, problem_from_graph
-from partition.planner import make_plans
-from partition.problem import Link
-from predictor.errors import DnnsplitError
-from predictor.model_graph import TaskGraph
+import dnnsplit.executor.local as local
+from dnnsplit.executor.cli import app
+from dnnsplit.executor.local import ExecutorError, run_pipeline
+from dnnsplit.executor.run import execute, random_frames
+from dnnsplit.executor.stages import PlanMismatchError, build_stages, model_input_keys, run_sequential
+from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+from dnnsplit.partition.planner import make_plans
+from dnnsplit.partition.problem import Link
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.model_graph import TaskGraph
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -163,7 +163,7 @@ def test_a_plan_for_another_model_is_refused():
 
 def _back_and_forth_plan(model, latency_ms=0.2):
     """a (on a) -> b (on b) -> d and the rest back on a: a latency plan's shape."""
-    from partition.plan import Plan
+    from dnnsplit.partition.plan import Plan
 
     plan = plan_for(model, devices=("a", "b"))
     data = plan.to_dict()
@@ -225,7 +225,7 @@ def test_the_cli_reports_each_visit_of_a_plan_that_comes_back(tmp_path):
 
 
 def test_a_device_runs_its_stages_one_at_a_time(tmp_path):
-    from executor.timeline import plot_timeline, timeline_rows
+    from dnnsplit.executor.timeline import plot_timeline, timeline_rows
 
     model = branchy_model()
     tg = TaskGraph.from_keras(model)
@@ -245,7 +245,7 @@ def test_a_device_runs_its_stages_one_at_a_time(tmp_path):
 
 @pytest.mark.parametrize("backend", ["local", "processes"])
 def test_a_plan_that_offloads_every_layer_sends_the_input_over_the_link(backend):
-    from partition.plan import Plan
+    from dnnsplit.partition.plan import Plan
 
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
@@ -291,7 +291,7 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
 
 
 def test_a_serial_link_carries_one_transfer_at_a_time_from_when_the_sender_finished():
-    from executor.pipeline import SerialLink
+    from dnnsplit.executor.pipeline import SerialLink
 
     link = SerialLink()
     now = time.perf_counter()
@@ -309,8 +309,8 @@ def test_a_serial_link_carries_one_transfer_at_a_time_from_when_the_sender_finis
 
 
 def test_execute_calibrated_scales_the_prediction_by_the_probe_timed_now(tmp_path):
-    from collectors.calibrate import profile_probe_ms
-    from predictor.bundle import profile_dir
+    from dnnsplit.collectors.calibrate import profile_probe_ms
+    from dnnsplit.predictor.bundle import profile_dir
 
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
@@ -375,7 +375,7 @@ def test_worker_threads_are_set_in_a_fresh_process_and_refused_once_running():
 
 @pytest.mark.parametrize("backend", ["local", "processes"])
 def test_a_plan_that_splits_a_layer_runs_the_split_model_and_matches_the_original(backend):
-    from partition.layer_split import plan_with_layer_splits
+    from dnnsplit.partition.layer_split import plan_with_layer_splits
     from tests.partition.test_layer_split import chain_model, flops_plan
 
     model = chain_model()
@@ -391,7 +391,7 @@ def test_a_plan_that_splits_a_layer_runs_the_split_model_and_matches_the_origina
 
 
 def test_executor_run_says_which_layers_the_plan_splits(tmp_path):
-    from partition.layer_split import plan_with_layer_splits
+    from dnnsplit.partition.layer_split import plan_with_layer_splits
     from tests.partition.test_layer_split import chain_model, flops_plan
 
     model = chain_model()

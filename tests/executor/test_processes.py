@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from executor.pipeline import ExecutorError, Fault
-import executor.processes as processes
-from collectors.timing import cpu_blocks
-from executor.processes import Ring, run_pipeline_processes
-from executor.run import execute, random_frames
-from executor.stages import build_stages, model_input_keys
-from predictor.model_graph import TaskGraph
+from dnnsplit.executor.pipeline import ExecutorError, Fault
+import dnnsplit.executor.processes as processes
+from dnnsplit.collectors.timing import cpu_blocks
+from dnnsplit.executor.processes import Ring, run_pipeline_processes
+from dnnsplit.executor.run import execute, random_frames
+from dnnsplit.executor.stages import build_stages, model_input_keys
+from dnnsplit.predictor.model_graph import TaskGraph
 from tests.executor.cli_runs import gone, marked_processes
 from tests.executor.test_pipeline import branchy_model, nested_model, plan_for, two_input_model
 
@@ -127,7 +127,7 @@ def test_workers_exit_by_themselves_when_the_run_is_killed(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys
         sys.path.insert(0, sys.argv[1])
-        from executor.run import execute
+        from dnnsplit.executor.run import execute
         from tests.executor.test_pipeline import branchy_model, plan_for
         model = branchy_model()
         execute(model, plan_for(model, devices=("a", "b")), frames=10_000_000,

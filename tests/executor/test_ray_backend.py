@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from executor.pipeline import ExecutorError, Fault
-from executor.ray_backend import start_ray
-from executor.run import execute, random_frames
-from executor.stages import build_stages, model_input_keys
-from predictor.errors import DnnsplitError
-from predictor.model_graph import TaskGraph
+from dnnsplit.executor.pipeline import ExecutorError, Fault
+from dnnsplit.executor.ray_backend import start_ray
+from dnnsplit.executor.run import execute, random_frames
+from dnnsplit.executor.stages import build_stages, model_input_keys
+from dnnsplit.predictor.errors import DnnsplitError
+from dnnsplit.predictor.model_graph import TaskGraph
 from tests.executor.test_pipeline import (_back_and_forth_plan, branchy_model, nested_model,
                                           plan_for, two_input_model)
 
@@ -37,7 +37,7 @@ def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     tg = TaskGraph.from_keras(model)
     stages = build_stages(model, plan, tg)
     frames = random_frames(model, 7, seed=3)
-    from executor.ray_backend import run_pipeline_ray
+    from dnnsplit.executor.ray_backend import run_pipeline_ray
 
     slow = {(p, q): {"latency_ms": 15.0, "mbps": 1000.0}
             for p in plan.problem.devices for q in plan.problem.devices if p != q}
@@ -103,7 +103,7 @@ def test_unknown_devices_and_ray_options_on_the_local_backend_are_refused():
 
 
 def test_a_plan_that_splits_a_layer_runs_on_ray_and_matches_the_original(cluster):
-    from partition.layer_split import plan_with_layer_splits
+    from dnnsplit.partition.layer_split import plan_with_layer_splits
     from tests.partition.test_layer_split import chain_model, flops_plan
 
     model = chain_model()

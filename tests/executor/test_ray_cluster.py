@@ -7,8 +7,8 @@ object store, so frames really cross between object stores, as between machines.
 import numpy as np
 import pytest
 
-from executor.pipeline import ExecutorError
-from executor.run import execute, random_frames
+from dnnsplit.executor.pipeline import ExecutorError
+from dnnsplit.executor.run import execute, random_frames
 from tests.executor.test_pipeline import branchy_model, plan_for
 
 ray = pytest.importorskip("ray")
@@ -55,7 +55,7 @@ def test_stages_run_on_the_nodes_they_are_pinned_to_and_outputs_match(two_nodes)
 
 
 def test_a_resource_no_node_offers_is_refused_with_its_name(two_nodes, monkeypatch):
-    import executor.ray_backend as backend
+    import dnnsplit.executor.ray_backend as backend
 
     monkeypatch.setattr(backend, "START_TIMEOUT_S", 3.0)
     model = branchy_model()

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from executor.pipeline import ExecutorError
-from executor.relay import Relay, SocketLink, parse_address
-from executor.run import execute, random_frames
-from executor.stages import build_stages
-from predictor.model_graph import TaskGraph
-from predictor.errors import DnnsplitError
+from dnnsplit.executor.pipeline import ExecutorError
+from dnnsplit.executor.relay import Relay, SocketLink, parse_address
+from dnnsplit.executor.run import execute, random_frames
+from dnnsplit.executor.stages import build_stages
+from dnnsplit.predictor.model_graph import TaskGraph
+from dnnsplit.predictor.errors import DnnsplitError
 from tests.executor.test_pipeline import branchy_model, nested_model, plan_for
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -116,7 +116,7 @@ def test_relay_is_refused_where_it_does_not_apply_and_addresses_are_checked(monk
     for bad in ("host:port", ":5301", "host:70000"):
         with pytest.raises(ExecutorError, match="HOST:PORT"):
             parse_address(bad)
-    import executor.run as run_module
+    import dnnsplit.executor.run as run_module
 
     def no_stages(*args, **kwargs):
         raise AssertionError("stages were built before the relay address was checked")
@@ -130,7 +130,7 @@ def test_the_relay_command_serves_a_run(tmp_path):
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    relay = subprocess.Popen([sys.executable, "-m", "executor.cli", "relay", "--host",
+    relay = subprocess.Popen([sys.executable, "-m", "dnnsplit.executor.cli", "relay", "--host",
                               "127.0.0.1", "--port", str(port)], env=env,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -145,7 +145,7 @@ def test_the_relay_command_serves_a_run(tmp_path):
 
 
 def test_a_relay_on_a_busy_port_is_a_clear_error():
-    from executor.relay import serve_relay
+    from dnnsplit.executor.relay import serve_relay
 
     with Relay() as relay:
         host, port = relay.address

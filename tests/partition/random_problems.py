@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from partition.problem import Link, Problem
+from dnnsplit.partition.problem import Link, Problem
 
 
 def random_problem(seed: int, n: int, k: int, edge_p: float = 0.3, n_inputs: int = 1,

@@ -4,13 +4,13 @@ import math
 
 import pytest
 
-from partition.brute import brute
-from partition.cost import evaluate, evaluate_indexed
-from partition.dads import dads
-from partition.dp import dp, low_frontier_order
-from partition.neurosurgeon import neurosurgeon
-from partition.plan import Plan
-from partition.problem import Link, PlanError, Problem
+from dnnsplit.partition.brute import brute
+from dnnsplit.partition.cost import evaluate, evaluate_indexed
+from dnnsplit.partition.dads import dads
+from dnnsplit.partition.dp import dp, low_frontier_order
+from dnnsplit.partition.neurosurgeon import neurosurgeon
+from dnnsplit.partition.plan import Plan
+from dnnsplit.partition.problem import Link, PlanError, Problem
 from random_problems import random_problem
 
 
@@ -169,7 +169,7 @@ def test_zero_bandwidth_link_is_refused():
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 @pytest.mark.parametrize("seed, k", [(s, 2) for s in range(40)] + [(s, 3) for s in range(40, 80)])
 def test_dp_equals_milp_on_sixteen_node_graphs(seed, k, objective):
-    from partition.milp import milp
+    from dnnsplit.partition.milp import milp
 
     problem = random_problem(20_000 + seed, 16, k, edge_p=0.2 + (seed % 3) * 0.1,
                              n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
@@ -187,7 +187,7 @@ def test_dp_hands_a_too_wide_latency_problem_to_the_milp_and_says_so():
 
 @pytest.mark.parametrize("seed", range(10))
 def test_dp_answers_a_too_wide_two_device_latency_problem_by_the_min_cut(seed):
-    from partition.milp import milp
+    from dnnsplit.partition.milp import milp
 
     problem = random_problem(300 + seed, 12, 2, edge_p=0.3, call_overhead=seed % 2 == 1)
     answer = dp(problem, "latency", max_states=1, time_limit_s=0.0)
@@ -220,7 +220,7 @@ def best_split_along(problem, order):
 
 @pytest.mark.parametrize("seed, k", [(s, 2) for s in range(30)] + [(s, 3) for s in range(30, 60)])
 def test_a_too_wide_graph_is_split_along_one_order_and_labelled(monkeypatch, seed, k):
-    import partition.dp as dp_module
+    import dnnsplit.partition.dp as dp_module
 
     problem = random_problem(seed, 9, k, n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
     exact = dp(problem, "throughput")
@@ -239,8 +239,8 @@ def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkey
                                                                           milp_s):
     import itertools
 
-    import partition.dp as dp_module
-    import partition.wide_latency as wide_module
+    import dnnsplit.partition.dp as dp_module
+    import dnnsplit.partition.wide_latency as wide_module
 
     if milp_s is not None:
         monkeypatch.setattr(wide_module, "BUDGET_S", milp_s)
@@ -274,7 +274,7 @@ def test_too_wide_latency_uses_the_first_device_and_one_other_and_says_so(monkey
 
 @pytest.mark.parametrize("seed", range(5))
 def test_scaling_compute_scales_device_times_and_leaves_links_alone(seed):
-    from partition.cost import scale_compute
+    from dnnsplit.partition.cost import scale_compute
 
     problem = random_problem(seed, n=8, k=3, call_overhead=True)
     rng = __import__("random").Random(seed)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from partition.cli import app
-from partition.costs import DeviceSpec, problem_from_graph
-from partition.layer_split import (LayerSplitError, layers_at_boundaries, parse_layer_splits,
+from dnnsplit.partition.cli import app
+from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+from dnnsplit.partition.layer_split import (LayerSplitError, layers_at_boundaries, parse_layer_splits,
                                    plan_with_layer_splits, split_layers, splittable)
-from partition.plan import Plan
-from partition.planner import make_plans
-from partition.problem import Link
-from predictor.model_graph import TaskGraph
+from dnnsplit.partition.plan import Plan
+from dnnsplit.partition.planner import make_plans
+from dnnsplit.partition.problem import Link
+from dnnsplit.predictor.model_graph import TaskGraph
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 runner = CliRunner()

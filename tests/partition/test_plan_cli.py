@@ -6,9 +6,9 @@ import keras
 import pytest
 from typer.testing import CliRunner
 
-from partition.cli import app
-from partition.graph import TaskGraph
-from partition.plan import Plan
+from dnnsplit.partition.cli import app
+from dnnsplit.partition.graph import TaskGraph
+from dnnsplit.partition.plan import Plan
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 runner = CliRunner()
@@ -111,9 +111,9 @@ def test_call_overheads_of_a_costs_file_reach_the_plan_and_scale_with_the_factor
 
 
 def test_a_profile_plans_with_its_bundles_call_overhead(branchy):
-    from partition.costs import DeviceSpec, problem_from_graph
-    from partition.problem import Link
-    from predictor.bundle import load_bundle
+    from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
+    from dnnsplit.partition.problem import Link
+    from dnnsplit.predictor.bundle import load_bundle
 
     _, _, tg = branchy
     links = {("a", "b"): Link(0, 100), ("b", "a"): Link(0, 100)}
@@ -124,8 +124,8 @@ def test_a_profile_plans_with_its_bundles_call_overhead(branchy):
     assert overhead > 0
     assert problem.call_overhead_ms == pytest.approx({"a": overhead, "b": 3 * overhead})
     # a plan on one device predicts what the predictor predicts for the whole model
-    from partition.planner import single_device_baselines
-    from predictor.compose import predict_graph
+    from dnnsplit.partition.planner import single_device_baselines
+    from dnnsplit.predictor.compose import predict_graph
 
     only_a = single_device_baselines(problem, "latency")[0]
     assert only_a.value == pytest.approx(predict_graph(bundle, tg).total_ms)

@@ -3,7 +3,7 @@
 import networkx as nx
 import numpy as np
 
-from partition.visits import visits
+from dnnsplit.partition.visits import visits
 
 DEVICES = ("a", "b", "c")
 

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from partition.brute import brute
-from partition.cost import evaluate_indexed
-from partition.dp import dp
-from partition.problem import Link, Problem
-from partition.wide_latency import merged_rest, relaxation_bound
+from dnnsplit.partition.brute import brute
+from dnnsplit.partition.cost import evaluate_indexed
+from dnnsplit.partition.dp import dp
+from dnnsplit.partition.problem import Link, Problem
+from dnnsplit.partition.wide_latency import merged_rest, relaxation_bound
 from tests.partition.random_problems import random_problem
 
 
@@ -50,7 +50,7 @@ def dominated(seed: int, k: int, n: int = 9) -> Problem:
 @pytest.mark.parametrize("seed", range(25))
 def test_a_wide_graph_with_a_dominant_device_is_proven_optimal_without_search(monkeypatch,
                                                                               seed):
-    import partition.dp as dp_module
+    import dnnsplit.partition.dp as dp_module
 
     problem = dominated(900 + seed, 3)
     optimum = brute(problem, "latency").value

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from collectors.grids import Grid, random_configs
-from collectors.store import CsvStore
-from predictor.features import RECORD_COLUMNS
+from dnnsplit.collectors.grids import Grid, random_configs
+from dnnsplit.collectors.store import CsvStore
+from dnnsplit.predictor.features import RECORD_COLUMNS
 
 TYPES = {
     "Conv2D": ("conv", {"hw": [7, 14, 28], "cin": [8, 16, 32], "cout": [8, 16, 32],

@@ -6,11 +6,11 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from predictor.bundle import BUNDLE_NAME, Bundle, ProfileError, load_bundle
-from predictor.cli import app
-from predictor.compose import predict_graph
-from predictor.estimators import BundleFormatError
-from predictor.model_graph import TaskGraph
+from dnnsplit.predictor.bundle import BUNDLE_NAME, Bundle, ProfileError, load_bundle
+from dnnsplit.predictor.cli import app
+from dnnsplit.predictor.compose import predict_graph
+from dnnsplit.predictor.estimators import BundleFormatError
+from dnnsplit.predictor.model_graph import TaskGraph
 from synthetic_profile import make_profile
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
@@ -52,7 +52,7 @@ def test_bundle_round_trip_gives_identical_predictions(profile):
 def test_prediction_follows_the_known_cost_law(profile):
     from synthetic_profile import synthetic_ms
 
-    from predictor.fusion import find_kernels, kernel_record
+    from dnnsplit.predictor.fusion import find_kernels, kernel_record
 
     bundle = load_bundle(profile)
     tg = TaskGraph.from_keras(small_model())
@@ -122,9 +122,9 @@ def test_train_on_a_malformed_csv_gives_one_error(tmp_path):
 def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_path):
     import shutil
 
-    from collectors.ground_truth import GROUND_TRUTH_COLUMNS
-    from collectors.store import CsvStore
-    from predictor.evaluate import evaluate_profile, write_report
+    from dnnsplit.collectors.ground_truth import GROUND_TRUTH_COLUMNS
+    from dnnsplit.collectors.store import CsvStore
+    from dnnsplit.predictor.evaluate import evaluate_profile, write_report
 
     folder = tmp_path / "synthetic-cpu"
     shutil.copytree(profile, folder)
@@ -157,14 +157,14 @@ def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_
 
 
 def _result(model, predicted_norm, measured_norm=1.0):
-    from predictor.evaluate import ModelResult
+    from dnnsplit.predictor.evaluate import ModelResult
 
     return ModelResult(model, "0", measured_norm * 10, predicted_norm * 10, measured_norm,
                        predicted_norm)
 
 
 def test_goal_verdict_says_met_only_when_every_part_of_the_goal_holds():
-    from predictor.evaluate import AccuracyReport
+    from dnnsplit.predictor.evaluate import AccuracyReport
 
     good = [_result(f"m{i}", (1 + i) * 1.02, 1 + i) for i in range(20)]
     assert "**met**" in AccuracyReport("p", good).goal_verdict()
@@ -185,7 +185,7 @@ def test_goal_verdict_says_met_only_when_every_part_of_the_goal_holds():
 def test_report_summarises_measured_error_sources_when_present(tmp_path):
     import json
 
-    from predictor.evaluate import AccuracyReport, write_report
+    from dnnsplit.predictor.evaluate import AccuracyReport, write_report
 
     report = AccuracyReport("p", [_result("m1", 1.3), _result("m2", 1.0), _result("m3", 2.1, 2)])
     md, _ = write_report(report, tmp_path)
@@ -225,7 +225,7 @@ def test_an_assignment_breaks_fusions_and_adds_one_call_per_device(profile):
 
 
 def test_a_malformed_error_sources_file_is_one_clear_error(tmp_path):
-    from predictor.evaluate import AccuracyReport, write_report
+    from dnnsplit.predictor.evaluate import AccuracyReport, write_report
 
     (tmp_path / "error-sources-p.json").write_text('{"models": [{"model": "m1"}]}')
     with pytest.raises(ProfileError, match="error-sources file .* is malformed.*re-run"):
@@ -260,7 +260,7 @@ def test_each_kernel_pays_its_streaming_cost_scaled_like_its_time(profile):
 
 def test_a_streaming_fit_beside_the_csvs_is_trained_in_and_makes_the_bundle_stale(profile,
                                                                                  tmp_path):
-    from predictor.bundle import STREAMING_NAME, data_hash
+    from dnnsplit.predictor.bundle import STREAMING_NAME, data_hash
 
     copy = tmp_path / "synthetic-cpu"
     shutil.copytree(profile, copy)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from predictor.estimators import FAMILIES, BundleFormatError, _Family, make
-from predictor.feature_table import feature_frame, feature_names
+from dnnsplit.predictor.estimators import FAMILIES, BundleFormatError, _Family, make
+from dnnsplit.predictor.feature_table import feature_frame, feature_names
 
 
 def toy_data(n=80, seed=0):

@@ -6,8 +6,8 @@ import math
 import keras
 import pytest
 
-from predictor.errors import SpecError
-from predictor.features import RECORD_COLUMNS, SPEC_COLUMNS, LayerSpec
+from dnnsplit.predictor.errors import SpecError
+from dnnsplit.predictor.features import RECORD_COLUMNS, SPEC_COLUMNS, LayerSpec
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 

@@ -4,9 +4,9 @@ import keras
 import networkx as nx
 import pytest
 
-from predictor.model_graph import TaskGraph
-from predictor.errors import ModelLoadError, SpecError
-from predictor.model_source import application_names, load_model
+from dnnsplit.predictor.model_graph import TaskGraph
+from dnnsplit.predictor.errors import ModelLoadError, SpecError
+from dnnsplit.predictor.model_source import application_names, load_model
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 

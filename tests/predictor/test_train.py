@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from predictor.fusion import OPS_AS_LAYERS
-from predictor.train import load_records
+from dnnsplit.predictor.fusion import OPS_AS_LAYERS
+from dnnsplit.predictor.train import load_records
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "cpu-1t-tensorflow"
 
