@@ -28,7 +28,7 @@ from dnnsplit.predictor.errors import DnnsplitError
 from dnnsplit.predictor.files import read_json
 
 MAX_KERNEL_GFLOPS = 4.0
-GRID_DIR = Path(str(files("collectors").joinpath("grids")))
+GRID_DIR = Path(str(files("dnnsplit.collectors").joinpath("grids")))
 FAMILIES = ("conv", "dense", "pool", "global_pool", "elementwise", "activation", "merge")
 
 
@@ -237,4 +237,5 @@ def training_models() -> list[str]:
 
 
 def model_split() -> dict[str, list[str]]:
-    return json.loads(files("collectors").joinpath("data/model_split.json").read_text())
+    text = files("dnnsplit.collectors").joinpath("data/model_split.json").read_text()
+    return json.loads(text)

@@ -51,7 +51,7 @@ class FusionRules:
 
 @lru_cache(maxsize=1)
 def default_rules() -> FusionRules:
-    text = files("predictor").joinpath("data/fusion_rules.json").read_text()
+    text = files("dnnsplit.predictor").joinpath("data/fusion_rules.json").read_text()
     return FusionRules.from_dict(json.loads(text))
 
 

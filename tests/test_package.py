@@ -60,7 +60,8 @@ def test_console_scripts_point_into_dnnsplit(wheel):
 
 def test_no_module_imports_a_bare_subpackage_name(wheel):
     """Every import of the project's own code goes through ``dnnsplit.``: a bare ``import
-    executor`` would find another distribution's package (or none) once installed."""
+    executor`` (or ``files("collectors")``) would find another distribution's package, or
+    none, once installed."""
     offenders = []
     for name in wheel.namelist():
         if not name.endswith(".py"):
@@ -71,6 +72,9 @@ def test_no_module_imports_a_bare_subpackage_name(wheel):
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 modules = [node.module or ""]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "files":
+                # importlib.resources.files("package"): imports the package by name
+                modules = [a.value for a in node.args[:1] if isinstance(a, ast.Constant)]
             else:
                 continue
             offenders += [f"{name}:{node.lineno} {m}" for m in modules
