@@ -51,7 +51,7 @@ def main(argv=None):
     from dnnsplit.collectors.kernels import KernelConfig, KernelError
     from dnnsplit.collectors.probe import Probe
     from dnnsplit.collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
-                                   model_inputs, time_model)
+                                            model_inputs, time_model)
     from dnnsplit.predictor.bundle import load_bundle, profile_dir
     from dnnsplit.predictor.compose import FREE_TYPES, predict_graph
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic

@@ -33,7 +33,7 @@ def main(argv=None):
     from dnnsplit.collectors.kernels import KernelConfig
     from dnnsplit.collectors.probe import Probe
     from dnnsplit.collectors.timing import (StopRule, compile_forward, empty_call_overhead, measure,
-                                   model_inputs, time_model)
+                                            model_inputs, time_model)
     from dnnsplit.predictor.files import write_text_atomic
     from dnnsplit.predictor.fusion import find_kernels
     from dnnsplit.predictor.keras_env import import_keras

@@ -66,7 +66,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from dnnsplit.collectors.timing import (StopRule, compile_forward, configure_threads, measure,
-                                   model_inputs)
+                                            model_inputs)
     from dnnsplit.predictor.files import write_text_atomic
     from dnnsplit.predictor.model_source import load_model
 

@@ -38,7 +38,8 @@ def main(argv=None):
     from dnnsplit.collectors.kernels import KernelConfig
     from dnnsplit.collectors.probe import Probe
     from dnnsplit.collectors.store import read_rows
-    from dnnsplit.collectors.timing import compile_forward, empty_call_overhead, measure, model_inputs
+    from dnnsplit.collectors.timing import (compile_forward, empty_call_overhead, measure,
+                                            model_inputs)
 
     data = Path(args.data)
     rows = [r for p in sorted(data.glob("*.csv")) if p.name != "models.csv"

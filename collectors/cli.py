@@ -192,7 +192,8 @@ def link_command(
     max_mb: float = typer.Option(32.0, help="largest payload in MB"),
 ) -> None:
     """Measure a link to a peer (or write a synthetic one) as a link profile JSON."""
-    from dnnsplit.collectors.link import DEFAULT_SIZES, LinkError, measure_link, parse_peer, synthetic_link
+    from dnnsplit.collectors.link import (DEFAULT_SIZES, LinkError, measure_link, parse_peer,
+                                          synthetic_link)
     from dnnsplit.predictor.files import write_json_atomic
 
     if (peer is None) == (mbps is None):

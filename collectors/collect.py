@@ -3,10 +3,11 @@
 >>> report = collect(CollectSettings(out_dir="datasets/cpu-1t-tensorflow", loads=(0.0, 0.5)))
 ... # doctest: +SKIP
 
-For each load level (a :class:`~collectors.load.BackgroundLoad` runs meanwhile) every planned
-kernel configuration not yet in its CSV is built as a one-kernel model, timed by the protocol
-(:mod:`dnnsplit.collectors.timing`, empty-call overhead subtracted) and appended as one durable row with
-the reference probe's time from the same window. A killed run resumes where it stopped.
+For each load level (a :class:`~dnnsplit.collectors.load.BackgroundLoad` runs meanwhile) every
+planned kernel configuration not yet in its CSV is built as a one-kernel model, timed by the protocol
+(:mod:`dnnsplit.collectors.timing`, empty-call overhead subtracted) and appended as one durable
+row with the reference probe's time from the same window. A killed run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from dnnsplit.collectors.grids import Grid, load_grids, model_configs, random_configs, training_models
+from dnnsplit.collectors.grids import (Grid, load_grids, model_configs, random_configs,
+                                       training_models)
 from dnnsplit.collectors.kernels import KernelConfig, KernelError
 from dnnsplit.collectors.load import BackgroundLoad, load_key
 from dnnsplit.collectors.probe import Probe
 from dnnsplit.collectors.store import CsvStore
-from dnnsplit.collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward, configure_threads,
-                               empty_call_overhead, measure, model_inputs)
+from dnnsplit.collectors.timing import (DEFAULT_STOP, StopRule, backend, compile_forward,
+                                        configure_threads, empty_call_overhead, measure,
+                                        model_inputs)
 from dnnsplit.predictor.features import RECORD_COLUMNS
 from dnnsplit.predictor.keras_env import import_keras
 

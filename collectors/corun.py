@@ -3,7 +3,7 @@
 Workers that are cores of one machine share its caches and memory bandwidth, so a pipeline
 whose stages run at once on one machine is slower per stage than the same stages timed one at
 a time (as the kernel benchmarks and the ground truth are). For every model, this times
-single calls of the whole model alone on one CPU (:func:`~collectors.timing.one_cpu`: the
+single calls of the whole model alone on one CPU (:func:`~dnnsplit.collectors.timing.one_cpu`: the
 process's inter-op pool holds ``workers`` threads, with which a model with parallel branches
 alone would use more than one core and look slower together than it is), then in ``workers``
 threads calling it at once (each on ``threads`` intra-op threads), alternating ``repeats``
@@ -34,7 +34,7 @@ import time
 from typing import Callable, Sequence
 
 from dnnsplit.collectors.timing import (StopRule, backend, compile_forward, configure_threads,
-                               empty_call_overhead, model_inputs, one_cpu)
+                                        empty_call_overhead, model_inputs, one_cpu)
 from dnnsplit.predictor.errors import DnnsplitError
 from dnnsplit.predictor.keras_env import import_keras
 from dnnsplit.predictor.model_source import load_model
@@ -116,7 +116,7 @@ def corun_of_model(model, workers: int = 2, repeats: int = 3, seconds: float = 1
 def corun_of_model_in_processes(model, workers: int = 2, repeats: int = 3,
                                  seconds: float = 1.0, threads: int = 1) -> dict:
     """:func:`corun_of_model` with a process per worker instead of a thread: each a fresh
-    process pinned to ``threads`` CPUs of its own (:func:`~collectors.timing.cpu_blocks`),
+    process pinned to ``threads`` CPUs of its own (:func:`~dnnsplit.collectors.timing.cpu_blocks`),
     with one inter-op thread. "Alone" is the first of them while the others wait.
 
     The ceiling of the executor's ``processes`` backend (``collectors corun --processes``).

@@ -19,7 +19,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from dnnsplit.collectors.timing import StopRule, compile_forward, place_inputs, random_inputs, sample
+from dnnsplit.collectors.timing import (StopRule, compile_forward, place_inputs, random_inputs,
+                                        sample)
 from dnnsplit.predictor.keras_env import import_keras
 
 PROBE_INPUT = (1, 56, 56, 128)

@@ -35,8 +35,8 @@ from typing import Sequence
 import numpy as np
 
 from dnnsplit.collectors.corun import DEFAULT_MODELS
-from dnnsplit.collectors.timing import (StopRule, backend, compile_forward, empty_call_overhead, measure,
-                               model_inputs)
+from dnnsplit.collectors.timing import (StopRule, backend, compile_forward, empty_call_overhead,
+                                        measure, model_inputs)
 from dnnsplit.predictor.errors import DnnsplitError
 
 MIB = 2.0 ** 20

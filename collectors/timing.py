@@ -1,4 +1,4 @@
-"""The timing protocol every measurement in dnnsplit goes through (DESIGN.md).
+"""The timing protocol every measurement in dnnsplit goes through (docs/design.md).
 
 1. compile the forward pass once (``tf.function`` / ``jax.jit`` through the Keras backend);
 2. warm up;

@@ -6,11 +6,11 @@ stay in order and a slow stage holds the ones before it back (backpressure). Bet
 consecutive stages a link thread holds each frame until the plan's links would have carried the
 tensors the earlier stage produced for later stages (``latency + bytes*8/mbps`` per
 destination device, one transfer at a time from when the stage finished:
-:class:`~executor.pipeline.SerialLink`); outputs produced off the first device are sent back
-over their link (the frame is done when they would arrive). With ``relay``, links are real
-TCP connections instead (:mod:`dnnsplit.executor.relay`): the tensors a stage produced for later stages
-cross, once, the connection to the next stage, the outputs made off the first device cross one
-back to it, and each arrives when the relay has echoed it back.
+:class:`~dnnsplit.executor.pipeline.SerialLink`); outputs produced off the first device are sent
+back over their link (the frame is done when they would arrive). With ``relay``, links are real
+TCP connections instead (:mod:`dnnsplit.executor.relay`): the tensors a stage produced for later
+stages cross, once, the connection to the next stage, the outputs made off the first device cross
+one back to it, and each arrives when the relay has echoed it back.
 
 Every stage is traced and run once on the first frame before timing starts (so compilation is
 not counted). A device with several stages (a latency plan that comes back to it) runs them
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 import numpy as np
 
 from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, device_groups,
-                               producers, progress_bar, return_s, send_s, stage_error,
-                               summarise, tensor_layouts)
+                                        SerialLink, consumers, default_in_flight, device_groups,
+                                        producers, progress_bar, return_s, send_s, stage_error,
+                                        summarise, tensor_layouts)
 from dnnsplit.executor.stages import Key, Stage
 from dnnsplit.predictor.keras_env import compiled_model
 

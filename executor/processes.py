@@ -16,7 +16,7 @@ stay in order and a slow stage holds the ones before it back (backpressure). Thi
 writes the inputs into the first ring, at most ``in_flight`` frames ahead of the outputs it
 reads from the last one. Links are emulated as in the Ray backend: each stage process holds a
 frame until the link from the stage before would have delivered it
-(:class:`~executor.pipeline.SerialLink` on the wall clock, which all processes share).
+(:class:`~dnnsplit.executor.pipeline.SerialLink` on the wall clock, which all processes share).
 
 A device with several stages (a latency plan that comes back to it) has a process per stage,
 all pinned to that device's CPUs, and they take turns (a lock per device).
@@ -43,9 +43,9 @@ import numpy as np
 
 from dnnsplit.collectors.timing import cpu_blocks, main_not_reimported
 from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, device_groups,
-                               keep_sets, producers, progress_bar, return_s, send_s,
-                               stage_error, summarise, tensor_layouts)
+                                        SerialLink, consumers, default_in_flight, device_groups,
+                                        keep_sets, producers, progress_bar, return_s, send_s,
+                                        stage_error, summarise, tensor_layouts)
 from dnnsplit.executor.stages import Key, Stage
 
 __all__ = ["Ring", "run_pipeline_processes"]
@@ -143,7 +143,7 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
 
     ``threads`` per stage process; ``cpus`` lists the CPUs of each stage's process
     (``"auto"``: ``threads`` CPUs each when there are enough, see
-    :func:`~collectors.timing.cpu_blocks`; None: not pinned).
+    :func:`~dnnsplit.collectors.timing.cpu_blocks`; None: not pinned).
     """
     devices = devices or {}
     in_flight = in_flight or default_in_flight(len(stages))

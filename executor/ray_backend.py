@@ -12,7 +12,7 @@ A device whose stages a latency plan visits more than once has one actor holding
 they take turns. Frames flow actor to actor through Ray's object store (a real network transfer
 when two stages are on different machines). Links are emulated as in the local backend (unless
 links are not emulated): each stage actor holds a frame until the link from the stage before
-would have delivered it (:class:`~executor.pipeline.SerialLink`, on the wall clock: across
+would have delivered it (:class:`~dnnsplit.executor.pipeline.SerialLink`, on the wall clock: across
 machines this assumes their clocks agree, as NTP keeps them); the driver dates the outputs'
 return to the first device the same way. No process is spent on links. Each actor runs its
 calls in submission order, so frames stay in order; at most ``window`` frames are in flight
@@ -37,9 +37,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted, RunResult,
-                               SerialLink, consumers, default_in_flight, device_groups,
-                               keep_sets, producers, progress_bar, return_s, send_s,
-                               stage_error, summarise)
+                                        SerialLink, consumers, default_in_flight, device_groups,
+                                        keep_sets, producers, progress_bar, return_s, send_s,
+                                        stage_error, summarise)
 from dnnsplit.executor.stages import Key, Stage
 
 START_TIMEOUT_S = 120.0
@@ -71,7 +71,8 @@ class StageWorker:
         self.events: list[tuple] = []
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from dnnsplit.executor.local import compile_stage
-        from dnnsplit.executor.run import configure_worker_threads  # before the backend runs anything
+        # before the backend runs anything
+        from dnnsplit.executor.run import configure_worker_threads
         from dnnsplit.predictor.keras_env import import_keras
 
         import_keras()

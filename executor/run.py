@@ -124,8 +124,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
     ``placement`` are for the Ray backend (see :mod:`dnnsplit.executor.ray_backend`). Backends:
-    ``local`` (a thread per stage, :mod:`dnnsplit.executor.local`), ``processes`` (a process per stage
-    on this machine, :mod:`dnnsplit.executor.processes`), ``ray`` (:mod:`dnnsplit.executor.ray_backend`).
+    ``local`` (a thread per stage, :mod:`dnnsplit.executor.local`), ``processes`` (a process per
+    stage on this machine, :mod:`dnnsplit.executor.processes`), ``ray``
+    (:mod:`dnnsplit.executor.ray_backend`).
     ``calibrate`` names the device profile the plan's costs were predicted from: the
     reference probe is timed on this machine just before and after the run, and the plan's
     prediction is also given at the machine's present speed (``predicted["calibrated"]``: every

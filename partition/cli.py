@@ -100,7 +100,8 @@ def plan_command(
 
     splits: dict[str, int] = {}
     if split_layer:
-        from dnnsplit.partition.layer_split import parse_layer_splits, plan_with_layer_splits, split_layers
+        from dnnsplit.partition.layer_split import (parse_layer_splits, plan_with_layer_splits,
+                                                    split_layers)
 
         if table is not None:
             raise typer.BadParameter("--split-layer needs predicted costs: a --costs table "

@@ -1,6 +1,6 @@
 """The partition problem as data: a DAG with per-device compute costs, node output bytes, links.
 
-The problem is stated once in DESIGN.md. In short: devices ``d1..dk`` in pipeline order, the
+The problem is stated once in docs/design.md. In short: devices ``d1..dk`` in pipeline order, the
 input nodes pinned to ``d1`` with zero compute, the outputs of output nodes delivered back to
 ``d1``; a tensor produced on ``a`` and needed on ``b != a`` is sent once per destination device
 and costs ``latency_ms(a->b) + bytes * 8 / (mbps(a->b) * 1000)``; a device that runs at least one

@@ -13,8 +13,8 @@ a short MILP:
    (a min cut) bounds the k-device optimum from below. Placing each node of its virtual side
    on its cheapest device gives a real plan too.
 2. **The best plan over the first device and one other**: one exact min cut per device.
-3. When the best of these is above the bound: :func:`dnnsplit.partition.milp.milp` for what is left of
-   the time budget (it proves small problems quickly, and its incumbent is kept when better;
+3. When the best of these is above the bound: :func:`dnnsplit.partition.milp.milp` for what is
+   left of the time budget (it proves small problems quickly, and its incumbent is kept when better;
    on large graphs it adds its own lower bound).
 
 When one device dominates the others (cheapest compute and links), the relaxation is tight

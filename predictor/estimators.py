@@ -19,7 +19,8 @@ Trees alone predict no time beyond the largest they were trained on; the anchore
 keep the log-linear trend (which extrapolates in size) and let the trees learn the shape
 around it.
 
-Targets are drift-normalised times (see :func:`dnnsplit.predictor.feature_table.target`), always > 0.
+Targets are drift-normalised times (see :func:`dnnsplit.predictor.feature_table.target`),
+always > 0.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnsplit.predictor.bundle import GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle, profile_dir
+from dnnsplit.predictor.bundle import (GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle,
+                                       profile_dir)
 from dnnsplit.predictor.files import read_json, save_figure_atomic
 from dnnsplit.predictor.records import read_rows
 

@@ -3,8 +3,8 @@
 >>> model = load_model("resnet50")          # case-insensitive, weights=None, never a download
 >>> model = load_model("path/to/model.keras")
 
-Anything else raises :class:`~predictor.errors.ModelLoadError` with a message that says what
-would work.
+Anything else raises :class:`~dnnsplit.predictor.errors.ModelLoadError` with a message that says
+what would work.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Reading measurement CSVs (the records of DESIGN.md) with clear errors.
+"""Reading measurement CSVs (the records of docs/design.md) with clear errors.
 
-Writing them durably is the collectors' job (:mod:`dnnsplit.collectors.store`); reading them is shared.
+Writing them durably is the collectors' job (:mod:`dnnsplit.collectors.store`); reading them is
+shared.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from dnnsplit.predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, ProfileError,
-                              data_hash, kernel_csvs, library_versions)
+                                       data_hash, kernel_csvs, library_versions)
 from dnnsplit.predictor.estimators import FAMILIES, make
 from dnnsplit.predictor.feature_table import error_floor, feature_frame, feature_names, target
 from dnnsplit.predictor.files import read_json

@@ -77,14 +77,16 @@ def test_collectors_columns_and_executor_devices():
 
 @pytest.mark.parametrize("command", ["collectors", "predictor", "partition", "executor"])
 def test_help_is_instant(command):
-    code = f"import sys; sys.argv=['{command}', '--help']; from dnnsplit.{command}.cli import main; main()"
+    code = (f"import sys; sys.argv=['{command}', '--help']; "
+            f"from dnnsplit.{command}.cli import main; main()")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0 and "Usage" in done.stdout
     assert "keras" not in done.stderr
     assert elapsed < 2.0  # well under a second on an idle machine; no keras/TF import
-    probe = f"import dnnsplit.{command}.cli, sys; print('keras' in sys.modules, 'numpy' in sys.modules)"
+    probe = (f"import dnnsplit.{command}.cli, sys; "
+             "print('keras' in sys.modules, 'numpy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True
                           ).stdout.split() == ["False", "False"]
 

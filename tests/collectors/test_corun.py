@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from dnnsplit.collectors.corun import (CoRunError, corun_of_call, corun_of_model,
-                             corun_of_model_in_processes, measure_corun)
+                                       corun_of_model_in_processes, measure_corun)
 from dnnsplit.collectors.timing import cpu_blocks
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")

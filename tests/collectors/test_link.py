@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dnnsplit.collectors.link import (LinkError, LinkServer, fit_direction, measure_link, parse_peer,
-                             synthetic_link, transfer_ms)
+from dnnsplit.collectors.link import (LinkError, LinkServer, fit_direction, measure_link,
+                                      parse_peer, synthetic_link, transfer_ms)
 from dnnsplit.partition.costs import _read_link_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 
 from dnnsplit.collectors.kernels import KernelConfig
 from dnnsplit.collectors.streaming import (StreamingError, cache_bytes, fit_streaming,
-                                  streaming_of_kernel)
+                                           streaming_of_kernel)
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 

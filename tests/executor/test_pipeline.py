@@ -12,7 +12,8 @@ import dnnsplit.executor.local as local
 from dnnsplit.executor.cli import app
 from dnnsplit.executor.local import ExecutorError, run_pipeline
 from dnnsplit.executor.run import execute, random_frames
-from dnnsplit.executor.stages import PlanMismatchError, build_stages, model_input_keys, run_sequential
+from dnnsplit.executor.stages import (PlanMismatchError, build_stages, model_input_keys,
+                                      run_sequential)
 from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
 from dnnsplit.partition.planner import make_plans
 from dnnsplit.partition.problem import Link

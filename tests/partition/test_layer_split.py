@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from dnnsplit.partition.cli import app
 from dnnsplit.partition.costs import DeviceSpec, problem_from_graph
-from dnnsplit.partition.layer_split import (LayerSplitError, layers_at_boundaries, parse_layer_splits,
-                                   plan_with_layer_splits, split_layers, splittable)
+from dnnsplit.partition.layer_split import (LayerSplitError, layers_at_boundaries,
+                                            parse_layer_splits, plan_with_layer_splits,
+                                            split_layers, splittable)
 from dnnsplit.partition.plan import Plan
 from dnnsplit.partition.planner import make_plans
 from dnnsplit.partition.problem import Link
