@@ -23,10 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnsplit.predictor.bundle import (GROUND_TRUTH_NAME, Bundle, ProfileError, load_bundle,
-                                       profile_dir)
+from dnnsplit.predictor.bundle import Bundle, ProfileError, load_bundle, profile_dir
 from dnnsplit.predictor.files import read_json, save_figure_atomic
-from dnnsplit.predictor.records import read_rows
 
 #: A profile's ``{model: why}`` for held-out models that shaped the data after all.
 CAVEATS_NAME = "evaluation_caveats.json"
@@ -96,12 +94,14 @@ def evaluate_profile(profile: str, split: str = "evaluation",
                      bundle: Bundle | None = None) -> AccuracyReport:
     from dnnsplit.predictor.compose import predict_model_normalised
 
+    from dnnsplit.predictor.train import read_ground_truth
+
     folder = profile_dir(profile)
-    truth = folder / GROUND_TRUTH_NAME
-    if not truth.exists():
+    truth = read_ground_truth(folder)
+    if truth is None:
         raise ProfileError(f"no ground truth in {folder}: run `collectors models` first")
     bundle = bundle or load_bundle(folder)
-    rows = [row for row in read_rows(truth) if row["split"] == split]
+    rows = [row for row in truth if row["split"] == split]
     by_model: dict[str, list[dict]] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)

@@ -113,8 +113,15 @@ MEASUREMENT_COLUMNS: dict[str, str] = {
     "timestamp": "UTC time of the measurement, ISO 8601",
 }
 
+#: Record columns that hold text; every other column holds a number.
+TEXT_COLUMNS = frozenset({"layer_type", "in_shape", "out_shape", "padding", "activation",
+                          "fused_pattern", "kernel_key", "kernel_config", "device_profile",
+                          "backend", "keras_version", "timestamp"})
+
 #: Every column of a measurement record, in order: the data contract between packages.
 RECORD_COLUMNS: dict[str, str] = {**SPEC_COLUMNS, **MEASUREMENT_COLUMNS}
+#: Record columns that must hold a number (read_rows checks them, naming file and line).
+NUMERIC_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in TEXT_COLUMNS)
 
 #: Operations per element for element-wise and normalisation layers.
 ELEMENTWISE_OPS_PER_ELEMENT: dict[str, float] = {

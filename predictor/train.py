@@ -36,13 +36,14 @@ FOLDS = 5
 def load_records(folder: str | Path) -> dict[str, list[dict]]:
     """Kernel rows of a profile folder grouped by the kernel's first layer type (a keras.ops
     call, such as a constant added by ``ops.add``, with the layer it is predicted as)."""
+    from dnnsplit.predictor.features import NUMERIC_COLUMNS, RECORD_COLUMNS
     from dnnsplit.predictor.fusion import OPS_AS_LAYERS
     from dnnsplit.predictor.records import read_rows
-    from dnnsplit.predictor.features import RECORD_COLUMNS
 
     grouped: dict[str, list[dict]] = defaultdict(list)
     for path in kernel_csvs(folder):
-        for row in read_rows(path, list(RECORD_COLUMNS)):
+        for row in read_rows(path, list(RECORD_COLUMNS), numeric=NUMERIC_COLUMNS,
+                             positive=("ref_probe_ms",)):
             grouped[OPS_AS_LAYERS.get(row["layer_type"], row["layer_type"])].append(row)
     return dict(grouped)
 
@@ -81,7 +82,11 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
     2026-11-24; datasets/README.md).
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ProfileError(f"{folder} is not a folder: give the folder `collectors collect "
+                           "--out` wrote (datasets/<profile>)")
     grouped = load_records(folder)
+    ground_truth = read_ground_truth(folder)  # checked now, before any training
     if not grouped:
         raise ProfileError(f"no measurement rows in {folder}: run `collectors collect` first")
     reference = reference_probe_ms(r for rows in grouped.values() for r in rows)
@@ -117,8 +122,19 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         meta={"target": "per-row probe" if per_row_probe else "profile median probe"},
     )
     bundle.streaming = read_streaming(folder)
-    fit_correction(bundle, folder)
+    fit_correction(bundle, folder, ground_truth)
     return bundle
+
+
+def read_ground_truth(folder: Path) -> list[dict[str, str]] | None:
+    """The rows of a profile's ``models.csv``, numbers checked; None without one."""
+    from dnnsplit.predictor.records import GROUND_TRUTH_NUMBERS, read_rows
+
+    truth = Path(folder) / GROUND_TRUTH_NAME
+    if not truth.exists():
+        return None
+    return read_rows(truth, ["model", "split", *GROUND_TRUTH_NUMBERS],
+                     numeric=GROUND_TRUTH_NUMBERS, positive=("ref_probe_ms", "median_ms"))
 
 
 def read_streaming(folder: Path) -> dict[str, float]:
@@ -134,18 +150,19 @@ def read_streaming(folder: Path) -> dict[str, float]:
                            f"{exc}") from None
 
 
-def fit_correction(bundle: Bundle, folder: Path) -> None:
-    """Scale on the kernel sum fitted on the training models' unloaded ground truth."""
-    truth = folder / GROUND_TRUTH_NAME
-    if not truth.exists():
+def fit_correction(bundle: Bundle, folder: Path,
+                   ground_truth: list[dict[str, str]] | None = None) -> None:
+    """Scale on the kernel sum fitted on the training models' unloaded ground truth
+    (``ground_truth``: the rows of ``models.csv``, read from ``folder`` if not given)."""
+    rows = ground_truth if ground_truth is not None else read_ground_truth(folder)
+    if rows is None:
         bundle.meta["correction"] = "none: no models.csv"
         return
     per_row = bundle.meta.get("target") == "per-row probe"
-    from dnnsplit.predictor.records import read_rows
     from dnnsplit.predictor.compose import predict_model_normalised
 
     ratios, used = [], []
-    for row in read_rows(truth):
+    for row in rows:
         if row["split"] != "train" or row["load_target"] != "0":
             continue
         probe = float(row["ref_probe_ms"]) if per_row else bundle.reference_probe_ms

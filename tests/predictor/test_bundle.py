@@ -119,6 +119,52 @@ def test_train_on_a_malformed_csv_gives_one_error(tmp_path):
     assert result.exit_code == 2 and "not a dnnsplit measurement file" in result.stderr
 
 
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+        result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("column, value, says", [
+    ("median_ms", "oops", "median_ms is 'oops', not a number"),
+    ("ref_probe_ms", "0", "ref_probe_ms is 0, it must be above 0"),
+    ("flops", "nan", "flops is 'nan', not a number"),
+])
+def test_a_well_formed_row_with_a_bad_number_is_refused_before_training(profile, tmp_path,
+                                                                        column, value, says):
+    import csv
+
+    folder = tmp_path / "bad-number"
+    shutil.copytree(profile, folder)
+    (folder / BUNDLE_NAME).unlink()
+    path = folder / "Dense.csv"
+    rows = list(csv.DictReader(path.open()))
+    rows[4][column] = value  # line 6 of the file (the header is line 1)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = runner.invoke(app, ["train", "--data", str(folder), "--quiet"])
+    line = _one_error_line(result)
+    assert f"{path}, line 6: {says}" in line
+    assert not (folder / BUNDLE_NAME).exists()
+
+
+def test_a_bad_number_in_the_ground_truth_is_refused_before_training(profile, tmp_path):
+    folder = tmp_path / "bad-truth"
+    shutil.copytree(profile, folder)
+    (folder / "models.csv").write_text(
+        "model,split,load_target,load,ref_probe_ms,median_ms\nResNet50,train,0,0,16,fast\n")
+    line = _one_error_line(runner.invoke(app, ["train", "--data", str(folder), "--quiet"]))
+    assert "models.csv, line 2: median_ms is 'fast', not a number" in line
+
+
+def test_train_on_a_folder_that_does_not_exist_says_so(tmp_path):
+    line = _one_error_line(runner.invoke(app, ["train", "--data", str(tmp_path / "nope")]))
+    assert f"{tmp_path / 'nope'} is not a folder" in line
+
+
 def test_evaluate_writes_a_report_and_plot_with_consistent_numbers(profile, tmp_path):
     import shutil
 
