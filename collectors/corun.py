@@ -124,16 +124,16 @@ def corun_of_model_in_processes(model, workers: int = 2, repeats: int = 3,
     9 default models: x1.027 in processes, x1.017 in threads); the two backends differ in
     how much of that ceiling a pipeline reaches (``docs/pipeline*.md``).
     """
-    import multiprocessing
     import pickle
 
     from dnnsplit.collectors.timing import cpu_blocks, main_not_reimported
+    from dnnsplit.predictor.keras_env import process_context
 
     cpus = cpu_blocks(workers, threads)
     if cpus is None:
         raise CoRunError(f"{workers} workers of {threads} thread(s) need {workers * threads} "
                          "CPUs of their own to run at once in processes")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context()
     barrier, out = ctx.Barrier(workers), ctx.Queue()
     data = pickle.dumps(model)
     procs = [ctx.Process(target=_corun_process, daemon=True,

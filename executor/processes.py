@@ -4,10 +4,10 @@ Threads of one process share the interpreter and the framework's runtime, and th
 slow each other down: on the 2-core VM, two 1-thread stages as threads reached 1.61-1.75x a
 single worker (``docs/pipeline.md``), as pinned processes 1.74-1.86x
 (``docs/pipeline-processes.md``; ``benchmarks/pipeline.py --backend processes``). Here each
-stage runs in a process of its own (spawned: a fresh interpreter that builds the stage from
-its pickled sub-model, compiles it and runs it once), pinned to CPUs of its own when the
-machine has enough (``threads`` per stage), with ``threads`` threads per op and one inter-op
-thread.
+stage runs in a process of its own (forked from a server that imported the framework once,
+or spawned: :func:`~dnnsplit.predictor.keras_env.process_context`; it builds the stage from its
+pickled sub-model, compiles it and runs it once), pinned to CPUs of its own when the machine
+has enough (``threads`` per stage), with ``threads`` threads per op and one inter-op thread.
 
 Frames travel between consecutive processes through rings of slots in shared memory (one
 slot holds every tensor that crosses that boundary; the shapes are fixed by the model, so
@@ -30,7 +30,6 @@ whose parent disappears exits by itself.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import queue
@@ -47,6 +46,7 @@ from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted
                                         keep_sets, producers, progress_bar, return_s, send_s,
                                         stage_error, summarise, tensor_layouts)
 from dnnsplit.executor.stages import Key, Stage
+from dnnsplit.predictor.keras_env import process_context
 
 __all__ = ["Ring", "run_pipeline_processes"]
 
@@ -66,6 +66,7 @@ class Ring:
     ``layout`` lists ``(key, shape, dtype)`` of what one frame carries. Each end keeps its own
     position, so a ring has one writer and one reader. Pass it to a process when starting it.
 
+    >>> import multiprocessing
     >>> ring = Ring(multiprocessing.get_context("spawn"), [(("x", 0), (2,), "float32")], 2)
     >>> ring.put(0, 1.0, 2.0, {("x", 0): np.ones(2, "float32")}, lambda: True)
     >>> ring.get(lambda: True)[0], ring.get_count
@@ -151,7 +152,8 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
     if cpus == "auto":  # a device's stages share its CPUs
         blocks = cpu_blocks(len(groups), threads)
         cpus = None if blocks is None else [blocks[list(groups).index(s.device)] for s in stages]
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context()
+    everywhere = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     shapes = tensor_layouts(stages, frames[0], input_keys)
     keep = keep_sets(stages, output_keys)
     crossing, known = [list(input_keys)], list(input_keys)
@@ -162,6 +164,9 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
                   in_flight if b in (0, len(stages)) else queue_size)
              for b, keys in enumerate(crossing)]
     stop, reports = ctx.Event(), ctx.Queue()
+    # the workers' sign that this process is gone: the writing end closes with it (killed or
+    # not); a forked worker's parent is the forkserver, which outlives this process
+    alive, alive_here = ctx.Pipe(duplex=False)
     device_lock = {device: ctx.Lock() for device in groups}
     readers = consumers(stages)
     procs = []
@@ -172,9 +177,9 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
             procs.append(ctx.Process(
                 target=_worker, name=f"dnnsplit-{stage.name}", daemon=True,
                 args=(light, pickle.dumps(stage.model), devices.get(stage.device), threads,
-                      None if cpus is None else cpus[i], rings[i], rings[i + 1],
+                      everywhere if cpus is None else cpus[i], rings[i], rings[i + 1],
                       {k: shapes[k] for k in stage.input_keys}, stop, reports, fault, upstream,
-                      readers, links, os.getpid(), device_lock[stage.device])))
+                      readers, links, device_lock[stage.device], alive)))
             upstream = light
         with main_not_reimported():
             for proc in procs:
@@ -190,6 +195,8 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
         _stop_all(procs)
         reports.close()
         reports.join_thread()
+        alive.close()
+        alive_here.close()
 
 
 class _Watch:
@@ -307,8 +314,12 @@ def _stop_all(procs) -> None:
 
 
 def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, input_shapes,
-            stop, reports, fault, upstream, readers, links, parent, lock) -> None:
-    """A stage process: set up, report ready, then frames from ``ring_in`` to ``ring_out``."""
+            stop, reports, fault, upstream, readers, links, lock, alive) -> None:
+    """A stage process: set up, report ready, then frames from ``ring_in`` to ``ring_out``.
+
+    ``cpus``: the CPUs it may run on (the run's own when not pinned: a forked worker would
+    otherwise keep its server's). It stops when told to or when the run's process is gone
+    (``alive``, the reading end of a pipe only that process writes to, is at its end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU (JAX)
@@ -316,7 +327,7 @@ def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, 
         os.sched_setaffinity(0, cpus)  # before the framework starts its threads
 
     def going() -> bool:
-        return not stop.is_set() and os.getppid() == parent
+        return not stop.is_set() and not alive.poll()
 
     try:
         from dnnsplit.executor.local import compile_stage

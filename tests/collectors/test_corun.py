@@ -94,40 +94,28 @@ def test_fewer_than_two_workers_or_no_models_is_refused():
         measure_corun([], workers=2)
 
 
-def test_cli_writes_the_profile_factor_as_the_median_of_the_models(tmp_path):
-    for name, width in (("tiny", 4), ("wider", 16)):
-        keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(width, 3)],
-                         name=name).save(tmp_path / f"{name}.keras")
-    out = tmp_path / "corun.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", str(tmp_path / "tiny.keras"),
-         str(tmp_path / "wider.keras"), "--repeats", "1", "--quiet", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    data = json.loads(out.read_text())
-    factors = sorted(m["factor"] for m in data["models"].values())
-    assert len(factors) == 2 and data["factor"] == pytest.approx(sum(factors) / 2, abs=1e-3)
-    assert data["workers"] == 2 and data["threads"] == 1 and "corun" in data["command"]
-    assert "co-run factor" in run.stdout
-
-
 def test_processes_measure_cpu_workers_only():
     with pytest.raises(CoRunError, match="CPU workers"):
         measure_corun(["MobileNet"], processes=True, device="gpu:0")
 
 
 @pytest.mark.skipif(cpu_blocks(2) is None, reason="needs two CPUs to pin two processes")
-def test_cli_processes_writes_its_own_file_beside_the_threads_one(tmp_path):
-    keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(8, 3)],
-                     name="tiny").save(tmp_path / "tiny.keras")
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def test_cli_writes_the_median_of_the_models_into_its_own_file_for_processes(tmp_path):
+    """One CLI run (each starts the framework): the profile's factor is the median of the
+    models', and --processes writes corun-processes.json beside (not over) corun.json."""
+    for name, width in (("tiny", 4), ("wider", 16)):
+        keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(width, 3)],
+                         name=name).save(tmp_path / f"{name}.keras")
     run = subprocess.run(
-        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", "tiny.keras", "--processes",
-         "--repeats", "1", "--quiet", "--profile", "p"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", "tiny.keras", "wider.keras",
+         "--processes", "--repeats", "1", "--quiet", "--profile", "p"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     data = json.loads((tmp_path / "datasets" / "p" / "corun-processes.json").read_text())
     assert data["processes"] is True and "pinned processes" in data["about"]
     assert data["models"]["tiny.keras"]["processes"] is True
     assert not (tmp_path / "datasets" / "p" / "corun.json").exists()
+    factors = sorted(m["factor"] for m in data["models"].values())
+    assert len(factors) == 2 and data["factor"] == pytest.approx(sum(factors) / 2, abs=1e-3)
+    assert data["workers"] == 2 and data["threads"] == 1 and "corun" in data["command"]
+    assert "co-run factor" in run.stdout

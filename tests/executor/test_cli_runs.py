@@ -29,7 +29,10 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_process(saved_run, backend):
     assert gone(mark) == []
 
 
-@pytest.mark.parametrize("backend", ["processes", RAY])
+# Ray's dying worker is named in-process (test_ray_backend) and its CLI leaves no process after
+# Ctrl-C (above): its crashed CLI run is a slow extra (20 s here)
+@pytest.mark.parametrize("backend", ["processes", pytest.param(
+    "ray", marks=[*RAY.marks, pytest.mark.slow])])
 def test_a_crashed_worker_ends_the_cli_run_with_one_line_and_no_orphans(saved_run, backend):
     tmp_path, plan = saved_run
     victim = plan.stages[-1]["device"]
@@ -43,9 +46,10 @@ def test_a_crashed_worker_ends_the_cli_run_with_one_line_and_no_orphans(saved_ru
     assert gone(mark) == []
 
 
-# the report is the same function's on every backend: Ray's run is a slow extra (30 s here)
-@pytest.mark.parametrize("backend", ["processes", pytest.param(
-    "ray", marks=[*RAY.marks, pytest.mark.slow])])
+# the report is the same function's on every backend (the local backend's --json is checked in
+# test_pipeline): the process-per-stage runs are slow extras (10-30 s each here)
+@pytest.mark.parametrize("backend", [pytest.param("processes", marks=pytest.mark.slow),
+                                     pytest.param("ray", marks=[*RAY.marks, pytest.mark.slow])])
 def test_cli_json_of_a_process_per_stage_backend_matches_the_contract(saved_run, backend):
     tmp_path, plan = saved_run
     proc, mark = start_cli(tmp_path, "--frames", "6", "--backend", backend, "--json")

@@ -26,9 +26,10 @@ def cluster():
     ray.shutdown()
 
 
-# the nested model runs on the local backend in test_pipeline; here it is a slow extra (the
-# suite runs on 2 cores: each case starts worker processes that import the framework)
-@pytest.mark.parametrize("build", [branchy_model, two_input_model,
+# the two-input and nested models run on the local and processes backends; here they are slow
+# extras (the suite runs on 2 cores: each Ray actor is a process that imports the framework)
+@pytest.mark.parametrize("build", [branchy_model,
+                                   pytest.param(two_input_model, marks=pytest.mark.slow),
                                    pytest.param(nested_model, marks=pytest.mark.slow)])
 def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     model = build()
@@ -56,6 +57,7 @@ def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     assert result.link_ms and all(v >= 14.0 for v in result.link_ms.values())
 
 
+@pytest.mark.slow  # runs on the local and processes backends in the default run
 def test_a_plan_that_comes_back_to_a_device_runs_on_one_actor_per_device(cluster):
     model = branchy_model()
     plan = _back_and_forth_plan(model, latency_ms=25.0)
@@ -102,6 +104,7 @@ def test_unknown_devices_and_ray_options_on_the_local_backend_are_refused():
         execute(model, plan, frames=2, fault=Fault("a", 1, "exit"))
 
 
+@pytest.mark.slow  # runs on the local and processes backends in the default run
 def test_a_plan_that_splits_a_layer_runs_on_ray_and_matches_the_original(cluster):
     from dnnsplit.partition.layer_split import plan_with_layer_splits
     from tests.partition.test_layer_split import chain_model, flops_plan

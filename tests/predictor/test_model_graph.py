@@ -51,6 +51,11 @@ def config_graph(model):
 
 
 APPLICATIONS = application_names()
+#: The smallest model of each family (and every distinct block structure) in the default run;
+#: the larger members repeat their family's blocks and are slow extras (pytest -m slow).
+DEFAULT_RUN = {"ConvNeXtTiny", "DenseNet121", "EfficientNetB0", "EfficientNetV2B0",
+               "InceptionResNetV2", "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Small",
+               "NASNetMobile", "ResNet50", "ResNet50V2", "VGG16", "Xception"}
 
 
 def test_about_forty_applications_are_found():
@@ -58,7 +63,8 @@ def test_about_forty_applications_are_found():
     assert {"ResNet50", "MobileNetV2", "NASNetMobile", "ConvNeXtTiny"} <= set(APPLICATIONS)
 
 
-@pytest.mark.parametrize("name", APPLICATIONS)
+@pytest.mark.parametrize("name", [
+    n if n in DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in APPLICATIONS])
 def test_application_graph_matches_keras_config(name):
     model = load_model(name)
     tg = TaskGraph.from_keras(model)
