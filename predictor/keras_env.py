@@ -86,23 +86,24 @@ def compiled_model(model, device: str | None = None) -> Callable:
 
 
 #: Keras backends whose import is safe to fork from (nothing of the runtime started yet).
-WARM_START_BACKENDS = ("tensorflow",)
+WARM_START_BACKENDS = ("tensorflow", "jax")
 
 
 def process_context():
     """The multiprocessing context for worker processes that run Keras.
 
-    Importing the framework costs a fresh process seconds (TensorFlow: about 5.5 s on the 2-core
-    VM). Under the TensorFlow backend, on platforms with a forkserver, the workers are forked
-    from one server process that imported Keras once (:mod:`dnnsplit.predictor.warm_keras`)
-    and has run nothing: a stage process of the executor starts in a fraction of a second, from
-    the second run of a process on (a two-stage run of a small model: 7.0 s -> 4.4 s for the
-    first, 0.4 s for each later one; 2026-11-30). Its runtime (thread pools, devices) starts in
+    Importing the framework costs a fresh process seconds (Keras on TensorFlow about 5.5 s on
+    the 2-core VM, on JAX 2.6 s). Under those backends, on platforms with a forkserver, the
+    workers are forked from one server process that imported Keras once
+    (:mod:`dnnsplit.predictor.warm_keras`) and has run nothing: a stage process of the
+    executor starts in a fraction of a second, from the second run of a process on (a two-stage
+    run of a small model on TensorFlow: 7.0 s -> 4.4 s for the first, 0.4 s for each later
+    one; 2026-11-30). The framework's runtime (thread pools, devices; JAX's backends) starts in
     the worker, after the worker set its threads and CPUs. The server starts with the first
     worker, keeps the environment it started with, and exits with this process. Other backends
-    get ``spawn`` (a fresh interpreter per worker): JAX warns about forks after its import.
-    Either way the worker re-imports nothing of the caller's ``__main__`` script when started
-    inside :func:`dnnsplit.collectors.timing.main_not_reimported`.
+    get ``spawn`` (a fresh interpreter per worker). Either way the worker re-imports nothing of
+    the caller's ``__main__`` script when started inside
+    :func:`dnnsplit.collectors.timing.main_not_reimported`.
     """
     import multiprocessing
 

@@ -149,12 +149,13 @@ def test_workers_exit_by_themselves_when_the_run_is_killed(tmp_path):
     assert gone(mark, seconds=10) == []
 
 
-def test_stage_processes_fork_from_a_warm_server_under_tensorflow_and_spawn_otherwise():
+def test_stage_processes_fork_from_a_warm_server_under_tensorflow_and_jax_and_spawn_otherwise():
     from dnnsplit.predictor.keras_env import process_context
 
     assert process_context().get_start_method() == "forkserver"  # this session: TensorFlow
     code = ("from dnnsplit.predictor.keras_env import process_context; import sys; "
             "print(process_context().get_start_method(), 'keras' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, KERAS_BACKEND="jax"))
-    assert done.stdout.split() == ["spawn", "False"], done.stderr[-2000:]
+    for backend, method in (("jax", "forkserver"), ("torch", "spawn")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, KERAS_BACKEND=backend))
+        assert done.stdout.split() == [method, "False"], done.stderr[-2000:]
