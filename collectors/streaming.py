@@ -124,23 +124,34 @@ def measure_weight_streaming(models: Sequence[str] = DEFAULT_MODELS, threads: in
 
     if not models:
         raise StreamingError("no models to measure")
-    configure_threads(threads)
+    configure_threads(threads)  # before anything runs (building a model does)
     keras = import_keras()
     cache = cache_bytes()
-    probe = Probe()
-    kernels: dict[str, dict] = {}
-    bar = tqdm(models, desc="weight streaming", unit="model", disable=not progress)
-    for name in bar:
+    # the kernels to time, per model (each distinct kernel once): found before any is timed,
+    # so a run that would time nothing says so at once
+    todo_by_model: dict[str, dict] = {}
+    seen: set[str] = set()
+    for name in models:
         tg = TaskGraph.from_keras(load_model(name))
-        todo = {}
+        todo = todo_by_model[name] = {}
         for kernel in find_kernels(tg):
             if tg.graph.nodes[kernel.nodes[0]]["layer_type"] in FREE_TYPES:
                 continue
             weight = kernel_weight_bytes(tg, kernel)
             if min_weight_mib * MIB <= weight <= cache:
                 config = KernelConfig.from_specs([tg.spec(n) for n in kernel.nodes])
-                if config.key not in kernels:
+                if config.key not in seen:
+                    seen.add(config.key)
                     todo[config.key] = (config, weight)
+        keras.backend.clear_session()
+    if not seen:
+        raise StreamingError(f"none of {', '.join(models)} has a kernel with {min_weight_mib} "
+                             f"MiB to {cache / MIB:.0f} MiB of weights")
+    probe = Probe()
+    kernels: dict[str, dict] = {}
+    bar = tqdm(models, desc="weight streaming", unit="model", disable=not progress)
+    for name in bar:
+        todo = todo_by_model[name]
         before = probe.time_ms()
         timed = {}
         for key, (config, weight) in todo.items():
@@ -157,8 +168,9 @@ def measure_weight_streaming(models: Sequence[str] = DEFAULT_MODELS, threads: in
         bar.set_postfix_str(f"{name}: {len(timed)} kernels")
         keras.backend.clear_session()
     if not kernels:
-        raise StreamingError(f"none of {', '.join(models)} has a kernel with {min_weight_mib} "
-                             f"MiB to {cache / MIB:.0f} MiB of weights")
+        raise StreamingError(f"none of the kernels of {', '.join(models)} with "
+                             f"{min_weight_mib} MiB to {cache / MIB:.0f} MiB of weights can be "
+                             "built alone")
     rows = list(kernels.values())
     per_mib, threshold = fit_streaming(
         [r["weight_mib"] for r in rows],

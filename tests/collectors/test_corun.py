@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -100,17 +98,25 @@ def test_processes_measure_cpu_workers_only():
 
 
 @pytest.mark.skipif(cpu_blocks(2) is None, reason="needs two CPUs to pin two processes")
-def test_cli_writes_the_median_of_the_models_into_its_own_file_for_processes(tmp_path):
-    """One CLI run (each starts the framework): the profile's factor is the median of the
-    models', and --processes writes corun-processes.json beside (not over) corun.json."""
+def test_cli_writes_the_median_of_the_models_into_its_own_file_for_processes(tmp_path,
+                                                                            monkeypatch):
+    """The profile's factor is the median of the models', and --processes writes
+    corun-processes.json beside (not over) corun.json. In this process (the measuring is done
+    by the worker processes, which set their own threads; this one's TensorFlow already
+    runs)."""
+    from typer.testing import CliRunner
+
+    import dnnsplit.collectors.corun as corun
+    from dnnsplit.collectors.cli import app
+
+    monkeypatch.setattr(corun, "configure_threads", lambda threads, inter_op: None)
+    monkeypatch.chdir(tmp_path)
     for name, width in (("tiny", 4), ("wider", 16)):
         keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(width, 3)],
                          name=name).save(tmp_path / f"{name}.keras")
-    run = subprocess.run(
-        [sys.executable, "-m", "dnnsplit.collectors.cli", "corun", "tiny.keras", "wider.keras",
-         "--processes", "--repeats", "1", "--quiet", "--profile", "p"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
+    run = CliRunner().invoke(app, ["corun", "tiny.keras", "wider.keras", "--processes",
+                                   "--repeats", "1", "--quiet", "--profile", "p"])
+    assert run.exit_code == 0, run.output
     data = json.loads((tmp_path / "datasets" / "p" / "corun-processes.json").read_text())
     assert data["processes"] is True and "pinned processes" in data["about"]
     assert data["models"]["tiny.keras"]["processes"] is True
