@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dnnsplit.predictor.cli_support import echo_json, new_app, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, run_app, user_errors
 
 app = new_app("Measure layers, fused kernels, links and whole models on this machine.")
 
@@ -231,7 +231,7 @@ def calibrate_command(
 
 
 def main() -> None:
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

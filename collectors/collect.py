@@ -4,10 +4,10 @@
 ... # doctest: +SKIP
 
 For each load level (a :class:`~dnnsplit.collectors.load.BackgroundLoad` runs meanwhile) every
-planned kernel configuration not yet in its CSV is built as a one-kernel model, timed by the protocol
-(:mod:`dnnsplit.collectors.timing`, empty-call overhead subtracted) and appended as one durable
-row with the reference probe's time from the same window. A killed run resumes where it
-stopped.
+planned kernel configuration not yet in its CSV is built as a one-kernel model, timed by the
+protocol (:mod:`dnnsplit.collectors.timing`, empty-call overhead subtracted) and appended as
+one durable row with the reference probe's time from the same window. A killed run resumes
+where it stopped.
 """
 
 from __future__ import annotations

@@ -46,6 +46,29 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat (Linux); None elsewhere."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [float(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cpus(seconds: float = 0.25) -> float | None:
+    """How many CPUs' worth of work the machine did during the next ``seconds``, while this
+    process sleeps: other processes' load (e.g. 0.97 = about one core busy). None where
+    /proc/stat is not available."""
+    before = _cpu_times()
+    time.sleep(seconds)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 class BackgroundLoad:
     """Keep ``fraction`` (0..1) of every core busy in child processes while inside the block."""
 

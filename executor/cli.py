@@ -6,10 +6,12 @@ from typing import Optional
 
 import typer
 
-from dnnsplit.predictor.cli_support import echo_json, new_app, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, run_app, user_errors
 from dnnsplit.predictor.errors import DnnsplitError
 
 app = new_app("Run a split plan as a pipeline of Keras sub-models on devices.")
+#: CPUs' worth of other processes' work above which `executor run` warns that it competed
+BUSY_CPUS = 0.2
 
 
 @app.callback()
@@ -50,28 +52,40 @@ def relay_command(
 @app.command("run")
 @user_errors
 def run_command(
-    model: str = typer.Argument(..., help="the model the plan was made for"),
-    plan: str = typer.Option(..., help="plan JSON written by `partition plan --out`"),
-    frames: int = typer.Option(50, min=1, help="frames to push through the pipeline"),
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="the model the plan was made for (name or .keras file)"),
+    plan: str = typer.Option(..., metavar="PLAN.json",
+                             help="plan JSON written by `partition plan --out`"),
+    frames: int = typer.Option(50, min=1, help="frames to push through the pipeline per run"),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline",
+        help="also run the unsplit model on the plan's best single device, alternated with the "
+             "plan in the same window, and report the measured speed-up beside the predicted "
+             "one (robust to the machine's speed; absolute times are not)"),
+    repeats: int = typer.Option(3, min=1, help="alternated pairs of runs with --baseline"),
     backend: str = typer.Option("local", help="local (threads in this process), processes (a "
                                 "process per stage on this machine, shared memory between) "
                                 "or ray (a process per stage, across machines; needs "
                                 "dnnsplit[distributed])"),
     threads: int = typer.Option(1, min=1, help="intra-op threads per worker"),
     keras_device: list[str] = typer.Option(
-        [], "--keras-device", help="PLAN_DEVICE=KERAS_DEVICE, e.g. server=gpu:0 (repeatable)"),
+        [], "--keras-device", metavar="PLAN_DEVICE=KERAS_DEVICE",
+        help="put a device's stage on a Keras device, e.g. server=gpu:0 (repeatable)"),
     address: Optional[str] = typer.Option(
         None, help="ray: join this cluster (auto or HOST:PORT) instead of starting one"),
     ray_node: list[str] = typer.Option(
-        [], "--ray-node", help="ray: PLAN_DEVICE=RESOURCE runs that stage on a node started "
-        "with --resources '{\"RESOURCE\": 1}' (repeatable)"),
+        [], "--ray-node", metavar="PLAN_DEVICE=RESOURCE",
+        help="ray: run that device's stage on a node started with --resources "
+             "'{\"RESOURCE\": 1}' (repeatable)"),
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
     relay: Optional[str] = typer.Option(
         None, help="local backend: links are real TCP connections through the `executor "
         "relay` at HOST:PORT (put it behind the network to try), or `local` for one on "
         "loopback, instead of emulated"),
-    as_json: bool = typer.Option(False, "--json"),
-    timeline: Optional[str] = typer.Option(None, help="PNG Gantt chart of the first frames"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="print the report as JSON (the progress goes to stderr)"),
+    timeline: Optional[str] = typer.Option(None, metavar="FILE.png",
+                                           help="PNG Gantt chart of the first frames"),
     in_flight: Optional[int] = typer.Option(
         None, "--in-flight", min=1, help="frames inside the pipeline at once (default: stages "
         "+ 1); more can smooth jittery stages at the cost of every frame's latency"),
@@ -81,24 +95,32 @@ def run_command(
     fault: Optional[str] = typer.Option(None, hidden=True,
                                         help="DEVICE:FRAME:raise|exit, to test fault handling"),
 ) -> None:
-    """Run MODEL split as PLAN says; measured throughput, latency and stage times vs the plan."""
+    """Run MODEL split as PLAN says: the measured speed-up over the unsplit model (timed in the
+    same window), then throughput, period, latency and stage times beside the plan's."""
     from dnnsplit.executor.pipeline import Fault
-    from dnnsplit.executor.run import configure_worker_threads, execute
+    from dnnsplit.executor.run import configure_worker_threads, execute, execute_with_baseline
     from dnnsplit.partition.plan import Plan
     from dnnsplit.predictor.model_source import load_model
 
     loaded = Plan.load(plan)
     configure_worker_threads(len(loaded.stages), threads)
-    typer.echo(f"running {frames} frames through {len(loaded.stages)} stages "
-               f"(backend {backend})" + "".join(
-                   f"; {layer} split into {parts} channel parts"
-                   for layer, parts in loaded.layer_splits.items()), err=True)
-    report = execute(load_model(model), loaded, frames=frames, backend=backend,
-                     emulate_links=not no_links, threads=threads,
-                     devices=parse_pairs(keras_device, "--keras-device"), address=address,
-                     placement=parse_pairs(ray_node, "--ray-node"),
-                     fault=Fault.parse(fault) if fault else None, progress=not as_json,
-                     calibrate=calibrate, in_flight=in_flight, relay=relay)
+    keras_model = load_model(model)
+    baseline = baseline and len(loaded.stages) > 1
+
+    def announce(stages) -> None:
+        typer.echo(f"running {frames} frames through {len(stages)} stages (backend {backend})"
+                   + "".join(f"; {layer} split into {parts} channel parts"
+                             for layer, parts in loaded.layer_splits.items())
+                   + (f", {repeats} times, each run followed by the unsplit model on one "
+                      "device" if baseline else ""), err=True)
+
+    options = dict(frames=frames, backend=backend, emulate_links=not no_links, threads=threads,
+                   devices=parse_pairs(keras_device, "--keras-device"), address=address,
+                   placement=parse_pairs(ray_node, "--ray-node"),
+                   fault=Fault.parse(fault) if fault else None, progress=not as_json,
+                   calibrate=calibrate, in_flight=in_flight, relay=relay, on_ready=announce)
+    report = execute_with_baseline(keras_model, loaded, repeats=repeats, **options) \
+        if baseline else execute(keras_model, loaded, **options)
     if timeline:
         from dnnsplit.executor.timeline import plot_timeline
 
@@ -127,15 +149,25 @@ def print_report(report) -> None:
 
     typer.echo(f"{report.frames} frames, backend {report.backend}, outputs match the unsplit "
                f"model: {report.outputs_match}")
+    if report.speedup:
+        s, one = report.speedup, report.single
+        typer.echo(f"speed-up ({s['of']}) over the unsplit model on {one['device']}: measured "
+                   f"{s['measured']:.2f}x ({s['low']:.2f}-{s['high']:.2f}x over {s['pairs']} "
+                   f"alternated pairs of runs), predicted {s['predicted']:.2f}x")
+        if (s.get("other_cpus") or 0) >= BUSY_CPUS:
+            typer.echo(f"warning: other processes kept {s['other_cpus']:.1f} of this machine's "
+                       f"{s['cpus']} CPUs busy around the runs; the plan gives each device its "
+                       "CPU to itself, so the measured speed-up and times are lower than on an "
+                       "idle machine")
     typer.echo(f"{'':22s} {'measured':>10s} {'predicted':>10s} {'diff':>8s}"
                + (f" {'speed now':>10s} {'diff':>8s}" if now else ""))
     row("throughput fps", m["throughput_fps"], p["throughput_fps"] or None,  # 0: no pipeline
         now and now["throughput_fps"] or None)
-    row("period ms", m["period_ms"], p["period_ms"], now and now["period_ms"])
+    row("period ms (1)", m["period_ms"], p["period_ms"], now and now["period_ms"])
     row("latency p50 ms", m["latency_p50_ms"], p["latency_ms"], now and now["latency_ms"])
     row("latency p95 ms", m["latency_p95_ms"], None)
     for stage in report.stages:
-        row("stage " + stage.get("stage", stage["device"]), stage["busy_ms"],
+        row("stage " + stage.get("stage", stage["device"]) + " ms (2)", stage["busy_ms"],
             stage["predicted_ms"], stage.get("calibrated_ms"))
     names = [stage.get("stage", stage["device"]) for stage in report.stages]
     order = [stage["device"] for stage in report.stages]
@@ -157,6 +189,9 @@ def print_report(report) -> None:
         typer.echo(f"latency: predicted for one frame through an empty pipeline; up to "
                    f"{report.in_flight} frames were in flight, so frames also waited for each "
                    "other (--in-flight 1 measures one frame at a time)")
+    typer.echo("(1) the median gap between frames leaving the pipeline; (2) the stage's mean "
+               "busy time per frame: a mean, so a few slow frames can lift it above the "
+               "(median) period")
     if now:
         typer.echo(f"speed now: reference probe {now['probe_ms']:.2f} ms vs the profile's "
                    f"{now['profile_probe_ms']:.2f} ms (x{now['speed_factor']:.3f})")
@@ -174,7 +209,7 @@ def parse_pairs(items: list[str], option: str) -> dict[str, str]:
 
 
 def main() -> None:
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

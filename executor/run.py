@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +16,9 @@ import numpy as np
 
 from dnnsplit.collectors.calibrate import ProbeWindow
 from dnnsplit.executor.local import run_pipeline
-from dnnsplit.executor.pipeline import Fault, RunResult, default_in_flight, device_groups
+from dnnsplit.executor.pipeline import Fault, RunResult, default_in_flight
 from dnnsplit.executor.stages import build_stages, model_input_keys
-from dnnsplit.partition.cost import evaluate, scale_compute
+from dnnsplit.partition.cost import evaluate, scale_compute, stage_ms
 from dnnsplit.predictor.errors import DnnsplitError
 from dnnsplit.predictor.model_graph import TaskGraph
 
@@ -36,12 +37,17 @@ class ExecutionReport:
     run: RunResult | None = None
     #: the most frames that were inside the pipeline at once
     in_flight: int = 1
+    #: :func:`execute_with_baseline`: the unsplit model on one device, timed in the same window
+    single: dict[str, Any] | None = None
+    #: :func:`execute_with_baseline`: measured (median, range) and predicted speed-up
+    speedup: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"single": self.single, "speedup": self.speedup} if self.speedup else {}
         return {"frames": self.frames, "backend": self.backend,
                 "outputs_match": self.outputs_match, "in_flight": self.in_flight,
                 "measured": self.measured, "predicted": self.predicted,
-                "stages": self.stages, "links": self.links}
+                "stages": self.stages, "links": self.links, **extra}
 
 
 def configure_worker_threads(workers: int, threads: int = 1) -> bool:
@@ -88,26 +94,6 @@ class RandomFrames(Sequence):
         return self._pool[index % self._n % len(self._pool)]
 
 
-def stage_predictions(problem, stages, device_ms: Sequence[float]) -> list[float]:
-    """The plan's time per stage: its device's time (``device_ms``, in device order) where the
-    device has one stage; where a latency plan comes back to a device, each visit's layers,
-    with the device's call overhead counted on its first visit, as the plan counts it."""
-    index = {d: i for i, d in enumerate(problem.devices)}
-    groups = device_groups(stages)
-    charged: set[str] = set()
-    times = []
-    for stage in stages:
-        if len(groups[stage.device]) == 1:
-            times.append(device_ms[index[stage.device]])
-            continue
-        ms = sum(problem.compute_ms[n][stage.device] for n in stage.nodes)
-        if not stage.forwards_only and stage.device not in charged:
-            charged.add(stage.device)
-            ms += problem.call_overhead_ms.get(stage.device, 0.0)
-        times.append(ms)
-    return times
-
-
 def random_frames(model, n: int, seed: int = 0) -> RandomFrames:
     shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
     return RandomFrames(shapes, [str(t.dtype) for t in model.inputs], n, seed=seed)
@@ -119,7 +105,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             address: str | None = None, placement: dict[str, str] | None = None,
             fault: Fault | None = None, progress: bool = False,
             calibrate: str | None = None, in_flight: int | None = None,
-            relay: str | None = None) -> ExecutionReport:
+            relay: str | None = None,
+            on_ready: Callable[[list], None] | None = None) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
@@ -136,6 +123,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     :func:`dnnsplit.executor.local.run_pipeline`). ``relay`` (local backend): ``"HOST:PORT"`` of an
     ``executor relay``, or ``"local"`` for one on loopback: links are then real TCP
     connections through it instead of emulated (:mod:`dnnsplit.executor.relay`).
+    ``on_ready(stages)`` is called once the plan is checked against the model and cut into
+    stages, before anything runs.
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
@@ -169,6 +158,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         split_model = split_layers(model, plan.layer_splits)
     tg = TaskGraph.from_keras(split_model)
     stages = build_stages(split_model, plan, tg)
+    if on_ready is not None:
+        on_ready(stages)
     data = random_frames(model, frames, seed)
     problem = plan.problem
     links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}
@@ -204,10 +195,10 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         matches &= all(np.allclose(np.asarray(r), o, rtol=1e-3, atol=1e-4)
                        for r, o in zip(reference, outputs))
     predicted = plan.predicted
+    visited = [(s.device, s.nodes) for s in stages]
     stage_rows = [{"device": s.device, "stage": s.name, "nodes": len(s.nodes),
                    "busy_ms": result.busy_ms.get(s.name, 0.0), "predicted_ms": ms}
-                  for s, ms in zip(stages, stage_predictions(problem, stages,
-                                                             predicted.device_ms))]
+                  for s, ms in zip(stages, stage_ms(problem, visited))]
     for row in stage_rows:
         if row["stage"] in result.nodes:
             row["ray_node"] = result.nodes[row["stage"]]
@@ -224,8 +215,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             "speed_factor": speed, "probe_ms": probe.probe_ms, "profile_probe_ms": probe.reference,
             "throughput_fps": now.throughput_fps, "period_ms": now.period_ms,
             "latency_ms": now.latency_ms}
-        for row, ms in zip(stage_rows, stage_predictions(scale_compute(problem, speed), stages,
-                                                         now.device_ms)):
+        for row, ms in zip(stage_rows, stage_ms(scale_compute(problem, speed), visited)):
             row["calibrated_ms"] = ms
     return ExecutionReport(
         frames=frames, backend=backend, outputs_match=bool(matches),
@@ -235,3 +225,72 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   "link_ms": result.link_ms},
         predicted=predicted_row, stages=stage_rows, links=link_rows, run=result,
         in_flight=in_flight or default_in_flight(len(stages)))
+
+
+def execute_with_baseline(model, plan, repeats: int = 3, backend: str = "local",
+                          in_flight: int | None = None, progress: bool = False,
+                          calibrate: str | None = None,
+                          on_ready: Callable[[list], None] | None = None,
+                          **kwargs) -> ExecutionReport:
+    """:func:`execute` the plan ``repeats`` times, each run followed by a run of the unsplit
+    model on the best single device (:func:`dnnsplit.partition.planner.best_single_device_plan`,
+    the baseline the planner's speed-up is against), on the same backend.
+
+    The machine's speed drifts and other work competes for it, unevenly: absolute times from
+    minutes apart mislead, a ratio of two runs alternated in one window does not. The report is
+    the plan's run of the median pair, with ``speedup`` = {``measured`` (median over pairs),
+    ``low``/``high``, ``predicted``, ``objective``, ``pairs``, ``other_cpus``: the most CPUs'
+    worth of other processes' work seen between the runs (:func:`~dnnsplit.collectors.load.
+    busy_cpus`; the plan assumes each device's CPU to itself), ``cpus``} and ``single`` (that
+    pair's
+    unsplit run: device, period, throughput, latency and their predictions). The ratio is of
+    throughputs for a throughput plan and of median one-frame latencies for a latency plan
+    (then one frame at a time unless ``in_flight`` is given). With the ``local`` backend the
+    unsplit model runs with every thread of this process on one CPU
+    (:func:`dnnsplit.collectors.timing.one_cpu`), as one worker of the pipeline does.
+    ``calibrate`` times the probe around the plan's runs only.
+    """
+    from dnnsplit.collectors.load import busy_cpus
+    from dnnsplit.collectors.timing import one_cpu
+    from dnnsplit.partition.planner import best_single_device_plan
+
+    if repeats < 1:
+        raise DnnsplitError("--repeats must be at least 1")
+    single_plan = best_single_device_plan(plan.problem, plan.objective)
+    latency = plan.objective == "latency"
+    if latency and in_flight is None:
+        in_flight = 1
+    pairs, others = [], []
+    for i in range(repeats):  # the plan first: a plan for another model fails at once
+        others.append(busy_cpus())
+        two = execute(model, plan, backend=backend, in_flight=in_flight, progress=progress,
+                      calibrate=calibrate, on_ready=on_ready if i == 0 else None, **kwargs)
+        with one_cpu() if backend == "local" else contextlib.nullcontext():
+            one = execute(model, single_plan, backend=backend, in_flight=in_flight,
+                          **{k: v for k, v in kwargs.items() if k != "fault"})
+        pairs.append((_speed(one, latency), _speed(two, latency), one, two))
+    others.append(busy_cpus())
+    ratios = sorted(s2 / s1 for s1, s2, _, _ in pairs)
+    _, _, one, report = sorted(pairs, key=lambda p: p[1] / p[0])[len(pairs) // 2]
+    predicted_single = single_plan.predicted
+    predicted = (predicted_single.latency_ms / plan.predicted.latency_ms if latency
+                 else predicted_single.period_ms / plan.predicted.period_ms)
+    report.speedup = {"measured": ratios[len(ratios) // 2], "low": ratios[0],
+                      "high": ratios[-1], "predicted": predicted, "pairs": len(pairs),
+                      "objective": plan.objective, "of": "median latency" if latency
+                      else "throughput",
+                      "other_cpus": max((o for o in others if o is not None), default=None),
+                      "cpus": os.cpu_count()}
+    report.single = {"device": single_plan.algorithm.removeprefix("only "),
+                     "period_ms": one.measured["period_ms"],
+                     "throughput_fps": one.measured["throughput_fps"],
+                     "latency_p50_ms": one.measured["latency_p50_ms"],
+                     "predicted_period_ms": predicted_single.period_ms,
+                     "predicted_latency_ms": predicted_single.latency_ms}
+    return report
+
+
+def _speed(report: ExecutionReport, latency: bool) -> float:
+    """Higher is faster: frames per second, or one over the median latency."""
+    return 1.0 / report.measured["latency_p50_ms"] if latency \
+        else report.measured["throughput_fps"]

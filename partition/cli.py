@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, run_app, user_errors
+from dnnsplit.predictor.errors import DnnsplitError
 
 app = new_app("Task graphs of Keras models and where to split them across devices.")
 
@@ -20,26 +21,46 @@ def _main() -> None:
 @user_errors
 def graph_command(
     model: Optional[str] = typer.Argument(
-        None, help="keras.applications name (any case) or a .keras/.h5 file"
-    ),
-    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+        None, metavar="MODEL", help="keras.applications or zoo name (any case) or a "
+        ".keras/.h5 file"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary (or nodes) as JSON"),
+    nodes: bool = typer.Option(
+        False, "--nodes", help="list every node: name (what a --costs file is keyed by), type, "
+        "FLOPs, parameters, output bytes and inputs"),
     input_shape: Optional[str] = typer.Option(
-        None, help="input shape without batch for keras.applications, e.g. 160,160,3"
-    ),
+        None, metavar="H,W,C",
+        help="input shape without batch for keras.applications, e.g. 160,160,3"),
     batch: int = typer.Option(1, min=1, help="batch size for FLOPs and tensor bytes"),
-    list_models: bool = typer.Option(False, "--list", help="list the model names (keras.applications and zoo)"),
+    list_models: bool = typer.Option(
+        False, "--list", help="list the model names (keras.applications and zoo); no MODEL"),
 ) -> None:
-    """Nodes, edges, FLOPs, parameters, the largest tensor and unmodelled layer types."""
+    """Nodes, edges, FLOPs, parameters, the largest tensor and unmodelled layer types of MODEL
+    (--nodes: every node)."""
     from dnnsplit.predictor.model_source import load_model, model_names
 
     if list_models:
+        if model is not None or nodes:
+            raise DnnsplitError(f"--list lists the model names: give it alone, without "
+                                     f"{'MODEL' if model is not None else '--nodes'}")
         typer.echo("\n".join(model_names()))
         return
     if model is None:
-        raise typer.BadParameter("give a MODEL (or --list)")
+        raise DnnsplitError("give a MODEL (or --list)")
     from dnnsplit.partition.graph import TaskGraph
 
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
+    if nodes:
+        table = tg.node_table()
+        if as_json:
+            echo_json({"model": tg.name, "nodes": table})
+            return
+        typer.echo(f"{'name':40s} {'type':24s} {'MFLOPs':>10s} {'params':>10s} "
+                   f"{'out KiB':>9s}  inputs")
+        for row in table:
+            typer.echo(f"{row['name']:40s} {row['type'][:24]:24s} {row['flops'] / 1e6:10.2f} "
+                       f"{row['params']:10d} {row['output_bytes'] / 1024:9.1f}  "
+                       f"{', '.join(row['inputs'])}")
+        return
     summary = tg.summary()
     if as_json:
         echo_json(summary)
@@ -57,24 +78,45 @@ def graph_command(
 @app.command("plan")
 @user_errors
 def plan_command(
-    model: str = typer.Argument(..., help="keras.applications name or a .keras/.h5 file"),
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="keras.applications or zoo name, or a .keras/.h5 file"),
     device: list[str] = typer.Option(
-        ..., "--device", help="NAME=PROFILE[:xFACTOR] in pipeline order, repeat per device"),
-    link: list[str] = typer.Option([], "--link", help="A-B=FILE link profile (JSON)"),
-    mbps: Optional[float] = typer.Option(None, help="bandwidth of every link not given by --link"),
-    rtt_ms: Optional[float] = typer.Option(None, "--rtt-ms", help="round-trip time of those links"),
+        ..., "--device", metavar="NAME=SOURCE[:xF]",
+        help="a device, in pipeline order (repeat per device; the first holds the input and "
+             "gets the outputs back). SOURCE: a device profile (shipped: cpu-1t-tensorflow; or "
+             "the folder of one you collected), or with --costs a column of that file. :xF "
+             "scales its compute times by F (:x4 four times slower, :x0.5 twice as fast): a "
+             "what-if, not a measured device. Each device also pays its profile's call "
+             "overhead (call_overhead_ms: one compiled call per frame, about 0.26 ms for "
+             "cpu-1t-tensorflow) once per frame if it runs any layer"),
+    link: list[str] = typer.Option(
+        [], "--link", metavar="A-B=FILE",
+        help="the link between devices A and B from a link profile JSON ({\"latency_ms\", "
+             "\"mbps\"} or {\"up\": .., \"down\": ..}; `collectors link` measures one)"),
+    mbps: Optional[float] = typer.Option(
+        None, metavar="MBPS", help="bandwidth (Mbit/s) of every link not given by --link"),
+    rtt_ms: Optional[float] = typer.Option(
+        None, "--rtt-ms", metavar="MS",
+        help="round-trip time of those links (one-way latency = half; without it: 0)"),
     costs: Optional[str] = typer.Option(
-        None, help="JSON of measured costs {compute_ms: {node: {device: ms}}} instead of profiles"),
-    objective: str = typer.Option("latency", help="latency or throughput"),
-    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute or all"),
-    out: Optional[str] = typer.Option(None, help="folder to write plan-<algorithm>.json into"),
+        None, metavar="FILE", help="JSON of measured costs {\"compute_ms\": {node: {column: "
+        "ms}}, \"call_overhead_ms\": {column: ms}} (or a plan file) instead of profiles; "
+        "`partition graph MODEL --nodes` lists the node names"),
+    objective: str = typer.Option("latency", help="latency (one frame finishes soonest) or "
+                                  "throughput (frames stream fastest through a pipeline)"),
+    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute or all "
+                                  "(dp, dads, neurosurgeon)"),
+    out: Optional[str] = typer.Option(None, metavar="DIR",
+                                      help="folder to write plan-<algorithm>.json into"),
     as_json: bool = typer.Option(False, "--json", help='print {"plans": [plan, ...]}'),
     plot: Optional[str] = typer.Option(
-        None, help="PNG of the first plan: DAG by device and stage timeline"),
-    input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
+        None, metavar="FILE.png", help="PNG of the first plan: its stages, the layers on each "
+        "device, and the period's stage and link times"),
+    input_shape: Optional[str] = typer.Option(None, metavar="H,W,C",
+                                              help="input shape without batch"),
     batch: int = typer.Option(1, min=1, help="batch size (tensor bytes scale with it)"),
     split_layer: list[str] = typer.Option(
-        [], "--split-layer",
+        [], "--split-layer", metavar="LAYER[:PARTS]|auto",
         help="LAYER[:PARTS]: split a Conv2D/Dense layer's channels into parts (2 by default) "
              "before planning, repeatable; 'auto': try the layers at the first algorithm's "
              "stage boundaries and keep a split that shortens its plan by > 2%"),
@@ -104,7 +146,7 @@ def plan_command(
                                                     split_layers)
 
         if table is not None:
-            raise typer.BadParameter("--split-layer needs predicted costs: a --costs table "
+            raise DnnsplitError("--split-layer needs predicted costs: a --costs table "
                                      "has no times for the parts of a split layer")
         if split_layer == ["auto"]:
             first, keras_model = plan_with_layer_splits(
@@ -117,6 +159,9 @@ def plan_command(
     tg, problem = graph_and_problem(keras_model)
     plans = [plan.with_layer_splits(splits)
              for plan in make_plans(problem, objective, algorithms)]
+    if mbps is not None and rtt_ms is None and len(specs) > 1:
+        typer.echo(f"links without --link: {mbps:g} Mbps and no --rtt-ms given, so 0 ms "
+                   "latency assumed", err=True)
     if out:
         for plan in plans:
             plan.save(Path(out) / f"plan-{plan.algorithm}.json")
@@ -129,7 +174,8 @@ def plan_command(
         return
     unit = "latency ms" if objective == "latency" else "period ms"
     baselines = single_device_baselines(problem, objective)
-    best_single = min(b.value for b in baselines)
+    best = min(baselines, key=lambda b: b.value)
+    first = baselines[0]
     typer.echo(f"{tg.name}: {len(tg)} nodes, objective {objective}; devices "
                + ", ".join(f"{d.name}={d.label}" for d in specs))
     if split_layer:
@@ -140,16 +186,30 @@ def plan_command(
     if any(overheads.values()):
         typer.echo("call overhead per stage (once per frame on each device that runs a layer): "
                    + ", ".join(f"{d} {ms:.2f} ms" for d, ms in overheads.items()))
-    typer.echo(f"{'plan':20s} {unit:>12s} {'speed-up':>9s} {'solver ms':>10s} {'exact':>6s}  stages")
+    vs_best = f"vs {best.device}"[:10]
+    vs_first = f"vs {first.device}"[:10]
+    header = f"{'plan':20s} {unit:>12s} {vs_best:>10s}"
+    if first.device != best.device:
+        header += f" {vs_first:>10s}"
+    typer.echo(header + f" {'solver ms':>10s} {'exact':>6s}  stages")
+
+    def speedups(value: float) -> str:
+        text = f"{best.value / value:9.2f}x"
+        return text + (f" {first.value / value:9.2f}x" if first.device != best.device else "")
+
     for b in baselines:
-        typer.echo(f"{'only ' + b.device:20s} {b.value:12.3f} {best_single / b.value:9.2f}x")
+        typer.echo(f"{'only ' + b.device:20s} {b.value:12.3f} {speedups(b.value)}")
     for plan in plans:
         stages = " | ".join(f"{s['device']}:{len(s['nodes'])}" for s in plan.stages)
-        typer.echo(f"{plan.algorithm:20s} {plan.value:12.3f} {best_single / plan.value:9.2f}x "
+        typer.echo(f"{plan.algorithm:20s} {plan.value:12.3f} {speedups(plan.value)} "
                    f"{plan.solver_ms:10.1f} {str(plan.exact):>6s}  {stages}")
+    typer.echo(f"speed-up: the {unit.split()[0]} of the best single device ({best.device}"
+               + (f"; and of the first device, {first.device}, which holds the input"
+                  if first.device != best.device else ", which also holds the input")
+               + ") divided by the plan's")
     if out:
         typer.echo(f"plans written to {out}/")
 
 
 def main() -> None:
-    app()
+    run_app(app)

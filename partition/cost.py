@@ -114,3 +114,20 @@ def objective_value(predicted: Predicted, objective: str) -> float:
     if objective == "throughput":
         return predicted.period_ms if predicted.monotone else float("inf")
     raise PlanError(f"unknown objective {objective!r}: use latency or throughput")
+
+
+def stage_ms(problem: Problem, stages: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
+    """The compute time of each stage (``(device, nodes)`` in running order, as
+    :func:`dnnsplit.partition.visits.visits` gives them): its nodes' times on its device, and
+    the device's call overhead on the first of its stages that runs a layer (a stage holding
+    only inputs forwards them). A device with one stage gets its ``device_ms``."""
+    inputs = set(problem.input_nodes)
+    charged: set[str] = set()
+    times = []
+    for device, nodes in stages:
+        ms = sum(problem.compute_ms[n][device] for n in nodes)
+        if device not in charged and any(n not in inputs for n in nodes):
+            charged.add(device)
+            ms += problem.call_overhead_ms.get(device, 0.0)
+        times.append(ms)
+    return times

@@ -17,6 +17,7 @@ A link is ``A-B=FILE``: JSON ``{"latency_ms": .., "mbps": ..}`` for both directi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,10 @@ def load_costs(path: str | Path) -> CostsFile:
 def parse_links(devices: Sequence[str], link_args: Sequence[str], mbps: float | None,
                 rtt_ms: float | None) -> dict[tuple[str, str], Link]:
     """One Link per ordered device pair from ``--link A-B=FILE`` and ``--mbps/--rtt-ms``."""
+    if mbps is not None and not (math.isfinite(mbps) and mbps > 0):
+        raise PlanError(f"--mbps must be a bandwidth above 0 (Mbit/s), got {mbps:g}")
+    if rtt_ms is not None and not (math.isfinite(rtt_ms) and rtt_ms >= 0):
+        raise PlanError(f"--rtt-ms must be a round-trip time of 0 ms or more, got {rtt_ms:g}")
     links: dict[tuple[str, str], Link] = {}
     for arg in link_args:
         pair, sep, file = arg.partition("=")
@@ -118,6 +123,8 @@ def _read_link_file(file: str) -> tuple[Link, Link]:
                     Link(float(data["down"]["latency_ms"]), float(data["down"]["mbps"])))
         link = Link(float(data["latency_ms"]), float(data["mbps"]))
         return link, link
+    except PlanError as exc:  # a value out of range
+        raise PlanError(f"link profile {file!r}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"link profile {file!r} is malformed ({exc}): expected "
                         '{"latency_ms": .., "mbps": ..} or {"up": {..}, "down": {..}}') from None
@@ -132,8 +139,7 @@ def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], floa
     try:
         bundle = load_bundle(profile)
     except ProfileError as exc:
-        raise PlanError(f"no trained predictor for device profile {profile!r}: {exc}; or give "
-                        "measured costs with --costs FILE") from None
+        raise PlanError(f"{exc}; or give measured costs with --costs FILE") from None
     prediction = predict_graph(bundle, tg)  # one compiled call: one overhead
     return prediction.node_ms, prediction.call_overhead_ms
 
@@ -142,6 +148,11 @@ def _cost_column(tg: TaskGraph, costs: Mapping[str, Mapping[str, float]],
                  source: str) -> dict[str, float]:
     """One device column of a costs file, checked against the model's nodes."""
     inputs = set(tg.input_nodes)
+    unknown = sorted(set(costs) - set(tg.nodes))
+    if unknown:
+        raise PlanError(f"costs file has rows for {len(unknown)} node(s) that {tg.name} lacks: "
+                        f"{', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''} (is it "
+                        "for another model? `partition graph MODEL --nodes` lists its nodes)")
     column = {}
     for node in tg.nodes:
         row = costs.get(node)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, user_errors
+from dnnsplit.predictor.cli_support import echo_json, new_app, parse_shape, run_app, user_errors
 
 app = new_app("Per-layer descriptions and latency predictions of Keras models.")
 
@@ -87,8 +87,9 @@ def predict_command(
     calibrate: bool = typer.Option(False, "--calibrate",
                                    help="time the reference probe now and scale to it"),
     as_json: bool = typer.Option(False, "--json"),
-    input_shape: Optional[str] = typer.Option(None, help="input shape without batch"),
-    batch: int = typer.Option(1, min=1),
+    input_shape: Optional[str] = typer.Option(None, metavar="H,W,C",
+                                              help="input shape without batch"),
+    batch: int = typer.Option(1, min=1, help="batch size the model is predicted for"),
 ) -> None:
     """Per-layer and total latency of MODEL on a device profile, without running it there."""
     from dnnsplit.predictor.bundle import load_bundle
@@ -153,4 +154,4 @@ def evaluate_command(
 
 
 def main() -> None:
-    app()
+    run_app(app)

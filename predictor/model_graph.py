@@ -99,6 +99,14 @@ class TaskGraph:
         node = max(self.graph.nodes, key=lambda n: self.graph.nodes[n]["output_bytes"])
         return node, self.graph.nodes[node]["output_bytes"]
 
+    def node_table(self) -> list[dict[str, Any]]:
+        """One row per node, in topological order: the names a costs file is keyed by, with
+        type, FLOPs, parameters and output bytes (``partition graph --nodes``)."""
+        return [{"name": n, "type": self.graph.nodes[n]["layer_type"],
+                 "flops": self.graph.nodes[n]["flops"], "params": self.graph.nodes[n]["params"],
+                 "output_bytes": self.graph.nodes[n]["output_bytes"],
+                 "inputs": list(self.graph.predecessors(n))} for n in self.nodes]
+
     def summary(self) -> dict[str, Any]:
         """What ``partition graph --json`` prints."""
         node, size = self.largest_tensor()

@@ -101,6 +101,7 @@ def _load_file(path: Path):
             f"{str(path)!r} is not a Keras model file: expected one of "
             f"{', '.join(MODEL_FILE_SUFFIXES)}"
         )
+    _check_container(path)
     keras = import_keras()
     try:
         return keras.saving.load_model(path, compile=False)
@@ -108,6 +109,29 @@ def _load_file(path: Path):
         raise ModelLoadError(
             f"cannot load model file {str(path)!r}: {_first_line(exc)}"
         ) from exc
+
+
+#: The first bytes of every HDF5 file (the .h5 format).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_container(path: Path) -> None:
+    """A .keras file is a zip archive, a .h5 file an HDF5 one: say so plainly when the file
+    is neither (Keras itself answers 'File not found' for a .keras file that is not a zip)."""
+    import zipfile
+
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(
+                f"{str(path)!r} is not a .keras model: a .keras file is a zip archive written by "
+                "model.save('model.keras'), and this one is not (truncated, or another format "
+                "renamed)")
+        return
+    with open(path, "rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise ModelLoadError(
+                f"{str(path)!r} is not an HDF5 (.h5) model file: re-save the model with "
+                "model.save('model.keras')")
 
 
 def _first_line(exc: BaseException) -> str:

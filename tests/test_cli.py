@@ -42,6 +42,25 @@ def test_partition_graph_list_and_missing_model():
     listed = runner.invoke(partition_app, ["graph", "--list"])
     assert "ResNet50" in listed.stdout.split()
     assert runner.invoke(partition_app, ["graph"]).exit_code == 2
+    both = runner.invoke(partition_app, ["graph", "MobileNetV2", "--list"])  # not ignored
+    assert both.exit_code == 2 and both.stdout == ""
+    assert both.stderr.strip() == "error: --list lists the model names: give it alone, " \
+                                  "without MODEL"
+
+
+def test_partition_graph_nodes_lists_every_node_a_costs_file_needs():
+    table = runner.invoke(partition_app, ["graph", "MobileNetV2", "--nodes"])
+    assert table.exit_code == 0, table.output
+    rows = table.stdout.splitlines()
+    assert rows[0].split()[:3] == ["name", "type", "MFLOPs"] and len(rows) == 1 + 156
+    assert rows[2].split()[:2] == ["Conv1", "Conv2D"] and rows[2].split()[-1] == "input_layer"
+    as_json = json.loads(runner.invoke(partition_app, ["graph", "MobileNetV2", "--nodes",
+                                                       "--json"]).stdout)
+    assert as_json["nodes"][0]["type"] == "InputLayer" and as_json["nodes"][1]["name"] == "Conv1"
+    conv = as_json["nodes"][1]
+    assert conv["type"] == "Conv2D" and conv["params"] == 864
+    assert conv["inputs"] == [as_json["nodes"][0]["name"]]
+    assert conv["output_bytes"] == 112 * 112 * 32 * 4 and conv["flops"] > 0
 
 
 @pytest.mark.parametrize(
@@ -73,6 +92,46 @@ def test_collectors_columns_and_executor_devices():
     assert json.loads(cols.stdout) == RECORD_COLUMNS
     devices = runner.invoke(executor_app, ["devices", "--json"])
     assert "cpu:0" in json.loads(devices.stdout)["devices"]
+
+
+@pytest.mark.parametrize("app, args, message", [
+    (partition_app, ["plan", "MobileNetV2"], "error: Missing option '--device'. (see `"),
+    (partition_app, ["graph", "--batch", "x", "MobileNetV2"], "error: Invalid value for "
+                                                                "'--batch'"),
+    (predictor_app, ["nope"], "error: No such command 'nope'."),
+])
+def test_command_line_mistakes_are_one_error_line_too(app, args, message, capsys):
+    from dnnsplit.predictor.cli_support import run_app
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(app, args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message) and "--help`)" in lines[0]
+
+
+@pytest.mark.parametrize("command, usage", [
+    ("partition plan", "Usage: partition plan [OPTIONS] MODEL"),
+    ("partition graph", "Usage: partition graph [OPTIONS] [MODEL]"),
+    ("collectors models", "Usage: collectors models [OPTIONS] [NAMES]..."),
+    ("executor run", "Usage: executor run [OPTIONS] MODEL"),
+])
+def test_usage_lines_name_values_plainly(command, usage):
+    name, sub = command.split()
+    app = {"partition": partition_app, "collectors": collectors_app,
+           "executor": executor_app}[name]
+    text = runner.invoke(app, [sub, "--help"], prog_name=name).stdout
+    assert text.splitlines()[0] == usage
+    assert "<str>" not in text and "<list[str]>" not in text and "<int" not in text
+
+
+def test_options_that_lacked_help_have_it():
+    run = runner.invoke(executor_app, ["run", "--help"]).stdout
+    assert "print the report as JSON" in run
+    predict = runner.invoke(predictor_app, ["predict", "--help"]).stdout
+    batch = predict[predict.index("--batch"):].split("\n")[0]
+    assert "batch size" in batch
 
 
 @pytest.mark.parametrize("command", ["collectors", "predictor", "partition", "executor"])

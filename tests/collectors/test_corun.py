@@ -1,6 +1,7 @@
 """Co-run slowdown: workers that contend for one resource show it, workers that do not, do not."""
 
 import json
+import sys
 import os
 import threading
 import time
@@ -114,8 +115,10 @@ def test_cli_writes_the_median_of_the_models_into_its_own_file_for_processes(tmp
     for name, width in (("tiny", 4), ("wider", 16)):
         keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(width, 3)],
                          name=name).save(tmp_path / f"{name}.keras")
-    run = CliRunner().invoke(app, ["corun", "tiny.keras", "wider.keras", "--processes",
-                                   "--repeats", "1", "--quiet", "--profile", "p"])
+    args = ["corun", "tiny.keras", "wider.keras", "--processes", "--repeats", "1", "--quiet",
+            "--profile", "p"]
+    monkeypatch.setattr(sys, "argv", ["collectors", *args])  # what the file records
+    run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, run.output
     data = json.loads((tmp_path / "datasets" / "p" / "corun-processes.json").read_text())
     assert data["processes"] is True and "pinned processes" in data["about"]

@@ -214,7 +214,7 @@ def test_the_cli_reports_each_visit_of_a_plan_that_comes_back(tmp_path):
     model.save(path)
     _back_and_forth_plan(model).save(tmp_path / "plan.json")
     result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
-                                      "--frames", "4", "--in-flight", "1"])
+                                      "--frames", "4", "--in-flight", "1", "--no-baseline"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines if line.startswith("stage ")] == ["a", "b", "a#2"]
@@ -278,7 +278,7 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     model.save(path)
     plan.save(tmp_path / "plan.json")
     result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
-                                      "--frames", "5", "--json", "--timeline",
+                                      "--frames", "5", "--json", "--no-baseline", "--timeline",
                                       str(tmp_path / "t.png")])
     assert result.exit_code == 0, result.output
     import json
@@ -287,8 +287,67 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     assert out["outputs_match"] and out["frames"] == 5 and out["backend"] == "local"
     assert out["in_flight"] == len(plan.stages) + 1  # the default
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert "speedup" not in out  # --no-baseline
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_the_speedup_over_the_unsplit_model_is_measured_in_the_same_window(objective,
+                                                                          monkeypatch):
+    import dnnsplit.collectors.load as load
+    from dnnsplit.executor.run import execute_with_baseline
+    from dnnsplit.partition.planner import best_single_device_plan
+
+    monkeypatch.setattr(load, "busy_cpus", lambda seconds=0.25: 0.0)
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"), objective=objective)
+    report = execute_with_baseline(model, plan, repeats=3, frames=4)
+    s, one = report.speedup, report.single
+    single = best_single_device_plan(plan.problem, objective)
+    key = "latency_ms" if objective == "latency" else "period_ms"
+    assert s["predicted"] == pytest.approx(getattr(single.predicted, key) /
+                                           getattr(plan.predicted, key))
+    assert s["pairs"] == 3 and s["low"] <= s["measured"] <= s["high"]
+    assert s["other_cpus"] == 0.0 and s["objective"] == objective
+    assert one["device"] == single.algorithm.removeprefix("only ")
+    if objective == "latency":  # one frame at a time, ratio of median latencies
+        assert report.in_flight == 1
+        assert s["measured"] == pytest.approx(one["latency_p50_ms"] /
+                                              report.measured["latency_p50_ms"])
+    else:  # the median pair's ratio of throughputs
+        assert s["measured"] == pytest.approx(report.measured["throughput_fps"] /
+                                              one["throughput_fps"])
+    assert report.outputs_match and [r["device"] for r in report.stages] == \
+        [st["device"] for st in plan.stages]
+
+
+def test_executor_run_reports_the_speedup_first_and_warns_when_other_work_competed(
+        tmp_path, monkeypatch):
+    import json
+
+    import dnnsplit.collectors.load as load
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    model.save(tmp_path / "m.keras")
+    plan.save(tmp_path / "plan.json")
+    args = ["run", str(tmp_path / "m.keras"), "--plan", str(tmp_path / "plan.json"),
+            "--frames", "4", "--repeats", "2"]
+    monkeypatch.setattr(load, "busy_cpus", lambda seconds=0.25: 0.0)
+    quiet = CliRunner().invoke(app, args)
+    assert quiet.exit_code == 0, quiet.output
+    lines = quiet.stdout.splitlines()
+    assert lines[1].startswith("speed-up (throughput) over the unsplit model on ")
+    assert "over 2 alternated pairs of runs), predicted" in lines[1]
+    assert "warning" not in quiet.stdout
+    assert "median gap between frames" in quiet.stdout and "mean busy time" in quiet.stdout
+    monkeypatch.setattr(load, "busy_cpus", lambda seconds=0.25: 1.4)
+    busy = CliRunner().invoke(app, args + ["--json"])
+    out = json.loads(busy.stdout)
+    assert out["speedup"]["other_cpus"] == 1.4 and out["single"]["period_ms"] > 0
+    text = CliRunner().invoke(app, args)
+    assert "warning: other processes kept 1.4 of this machine's" in text.stdout
 
 
 def test_a_serial_link_carries_one_transfer_at_a_time_from_when_the_sender_finished():
@@ -328,13 +387,14 @@ def test_execute_calibrated_scales_the_prediction_by_the_probe_timed_now(tmp_pat
     model.save(path)
     plan.save(tmp_path / "plan.json")
     result = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
-                                      "--frames", "3", "--calibrate", "cpu-1t-tensorflow"])
+                                      "--frames", "3", "--calibrate", "cpu-1t-tensorflow",
+                                      "--no-baseline"])
     assert result.exit_code == 0, result.output
     assert "speed now: reference probe" in result.stdout
     # the predicted latency is one frame's: the text says frames in flight waited for each other
     assert f"up to {len(plan.stages) + 1} frames were in flight" in result.stdout
     one = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
-                                   "--frames", "3", "--in-flight", "1"])
+                                   "--frames", "3", "--in-flight", "1", "--no-baseline"])
     assert one.exit_code == 0 and "latency" in one.stdout and "in flight" not in one.stdout
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "plan.json"),
                                    "--frames", "3", "--calibrate", "no-such-profile"])
@@ -400,7 +460,8 @@ def test_executor_run_says_which_layers_the_plan_splits(tmp_path):
     plan, _ = plan_with_layer_splits(model, flops_plan)
     plan.save(tmp_path / "plan.json")
     result = CliRunner().invoke(app, ["run", str(tmp_path / "chain.keras"), "--plan",
-                                      str(tmp_path / "plan.json"), "--frames", "3"])
+                                      str(tmp_path / "plan.json"), "--frames", "3",
+                                      "--no-baseline"])
     assert result.exit_code == 0, result.output
     assert "big split into 2 channel parts" in result.output
     assert "outputs match the unsplit model: True" in result.output

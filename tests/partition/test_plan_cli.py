@@ -141,11 +141,14 @@ def write(tmp_path, name, text):
     "case, message",
     [
         ("malformed costs", "is not JSON"),
-        ("costs for another model", "no row for node"),
-        ("unknown profile", "no trained predictor for device profile 'cpu-9t-nothing'"),
+        ("costs for another model", "costs file has rows for 1 node(s) that branchy lacks: x"),
+        ("costs missing a node", "costs file has no row for node"),
+        ("unknown profile", "unknown device profile 'cpu-9t-nothing': shipped profiles are"),
         ("missing link", "no link between edge and server"),
-        ("zero bandwidth", "> 0 Mbps"),
+        ("zero bandwidth", "--mbps must be a bandwidth above 0 (Mbit/s), got 0"),
+        ("negative round trip", "--rtt-ms must be a round-trip time of 0 ms or more, got -1"),
         ("bad link file", "malformed"),
+        ("bad link value", "l2.json': link bandwidth must be > 0 Mbps, got -3"),
         ("bad device", "NAME=PROFILE"),
         ("unknown algorithm", "unknown algorithm"),
     ],
@@ -156,13 +159,19 @@ def test_user_mistakes_give_one_error_line(branchy, tmp_path, case, message):
         "malformed costs": plan_args(path, write(tmp_path, "bad.json", "{nope")),
         "costs for another model": plan_args(
             path, write(tmp_path, "c.json", json.dumps({"compute_ms": {"x": {"phone": 1}}}))),
+        "costs missing a node": plan_args(
+            path, write(tmp_path, "c2.json", json.dumps({"compute_ms": {"a": {"phone": 1}}}))),
         "unknown profile": ["plan", str(path), "--device", "edge=cpu-9t-nothing", "--device",
                             "server=gpu", "--mbps", "10"],
         "missing link": ["plan", str(path), "--device", "edge=phone", "--device", "server=gpu",
                          "--costs", str(costs_path)],
         "zero bandwidth": plan_args(path, costs_path) + ["--mbps", "0"],
+        "negative round trip": plan_args(path, costs_path) + ["--rtt-ms", "-1"],
         "bad link file": plan_args(path, costs_path) + [
             "--link", "edge-server=" + write(tmp_path, "l.json", '{"mbps": 3}')],
+        "bad link value": plan_args(path, costs_path) + [
+            "--link", "edge-server=" + write(tmp_path, "l2.json",
+                                             '{"latency_ms": 1, "mbps": -3}')],
         "bad device": ["plan", str(path), "--device", "edge=phone:4x", "--costs",
                        str(costs_path), "--mbps", "1"],
         "unknown algorithm": plan_args(path, costs_path, "--algorithm", "magic"),
@@ -184,6 +193,21 @@ def test_link_profile_file_with_directions(branchy, tmp_path):
     links = json.loads(result.stdout)["plans"][0]["links"]
     assert links["edge->server"] == {"latency_ms": 3.0, "mbps": 5.0}
     assert links["server->edge"] == {"latency_ms": 1.0, "mbps": 50.0}
+
+
+def test_mbps_without_rtt_says_which_latency_it_assumed_and_the_table_names_its_baselines(
+        branchy):
+    path, costs_path, _ = branchy
+    result = runner.invoke(app, ["plan", str(path), "--device", "edge=phone:x20", "--device",
+                                 "server=gpu", "--costs", str(costs_path), "--mbps", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "no --rtt-ms given, so 0 ms latency assumed" in result.stderr
+    header = next(line for line in result.stdout.splitlines() if line.startswith("plan "))
+    # the server is the best single device here; the first device (the phone) is shown too
+    assert "vs server" in header and "vs edge" in header
+    assert "best single device (server" in result.stdout and "first device, edge" in result.stdout
+    quiet = runner.invoke(app, plan_args(path, costs_path))  # --rtt-ms given: nothing said
+    assert "assumed" not in quiet.stderr
 
 
 def test_plot_writes_a_png(branchy, tmp_path):

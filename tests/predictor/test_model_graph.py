@@ -176,9 +176,20 @@ def test_bad_model_names_give_clear_errors(source, message):
 def test_corrupt_and_wrong_type_files_give_clear_errors(tmp_path):
     corrupt = tmp_path / "broken.keras"
     corrupt.write_bytes(b"this is not a zip archive")
-    with pytest.raises(ModelLoadError, match="cannot load model file") as info:
-        load_model(corrupt)
+    with pytest.raises(ModelLoadError, match="is not a .keras model: a .keras file is a zip "
+                                             "archive written by model.save") as info:
+        load_model(corrupt)  # Keras itself says "File not found" of a file that exists
     assert "\n" not in str(info.value)
+    not_hdf5 = tmp_path / "broken.h5"
+    not_hdf5.write_bytes(b"plain text, not HDF5")
+    with pytest.raises(ModelLoadError, match="is not an HDF5"):
+        load_model(not_hdf5)
+    import zipfile
+
+    empty_zip = tmp_path / "empty.keras"
+    zipfile.ZipFile(empty_zip, "w").close()  # a zip, but no model inside: Keras's own error
+    with pytest.raises(ModelLoadError, match="cannot load model file"):
+        load_model(empty_zip)
     text = tmp_path / "notes.txt"
     text.write_text("hi")
     with pytest.raises(ModelLoadError, match="not a Keras model file"):
