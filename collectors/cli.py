@@ -55,20 +55,32 @@ def collect_command(
     device: Optional[str] = typer.Option(None, help="Keras device, e.g. gpu:0 (default cpu)"),
     profile: Optional[str] = typer.Option(None, help="profile name (default <dev>-<n>t-<backend>)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="end with a JSON summary instead of a "
+                                 "sentence"),
 ) -> None:
-    """Microbenchmark kernels (layers and fused chains) from the grids; resumable."""
-    from dnnsplit.collectors.collect import CollectSettings, collect, default_profile, summary_json
+    """Microbenchmark kernels (layers and fused chains) from the grids; resumable: run the same
+    command again to continue. --budget-minutes counts from the first measurement."""
+    from dnnsplit.collectors.collect import (CollectSettings, default_profile, summary_json,
+                                             summary_sentence)
+
+    def say(line: str) -> None:
+        if not quiet:
+            typer.echo(line, err=True)
+
+    loads = tuple(_floats(load, "--load"))
+    say("starting Keras and its backend")
+    from dnnsplit.collectors.collect import collect
     from dnnsplit.collectors.timing import configure_threads
 
     configure_threads(threads)
     name = profile or default_profile(threads, device)
     settings = CollectSettings(
         out_dir=out or f"datasets/{name}", types=types.split(",") if types else None,
-        loads=tuple(_floats(load, "--load")), threads=threads, budget_minutes=budget_minutes,
+        loads=loads, threads=threads, budget_minutes=budget_minutes,
         grid_dir=grid_dir, models=[] if no_models else None, random_scale=random_scale,
         profile=name, device=device)
-    report = collect(settings, progress=not quiet)
-    typer.echo(summary_json(report))
+    report = collect(settings, progress=not quiet, say=say)
+    typer.echo(summary_json(report) if as_json else summary_sentence(report, settings.out_dir))
 
 
 @app.command("models")

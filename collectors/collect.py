@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from dnnsplit.collectors.grids import (Grid, load_grids, model_configs, random_configs,
                                        training_models)
@@ -87,15 +87,25 @@ def collection_plan(grids: Sequence[Grid], models: Sequence[str] | None,
     return plan
 
 
-def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
+def collect(settings: CollectSettings, progress: bool = True,
+            say: Callable[[str], None] | None = None) -> CollectReport:
+    """Measure what the settings plan and is not yet in the CSVs (see the module docstring).
+
+    ``say`` receives a line for each step before the first measurement (reading the training
+    models' kernels, timing the probe). ``budget_minutes`` counts from the first measurement,
+    so the set-up (seconds to a minute) is not charged to it."""
+    say = say or (lambda line: None)
     configure_threads(settings.threads)
     keras = import_keras()
     start = time.monotonic()
-    deadline = None if settings.budget_minutes is None else start + settings.budget_minutes * 60
     profile = settings.profile or default_profile(settings.threads, settings.device)
     out = Path(settings.out_dir)
-    plan = collection_plan(load_grids(settings.grid_dir, settings.types), settings.models,
-                           settings.random_scale)
+    grids = load_grids(settings.grid_dir, settings.types)
+    models = settings.models if settings.models is not None else training_models()
+    if models and any(g.from_models for g in grids):
+        say(f"reading the kernels of {len(models)} training model(s) and drawing the grids' "
+            "configurations")
+    plan = collection_plan(grids, settings.models, settings.random_scale)
     columns = list(RECORD_COLUMNS)
     stores = {t: CsvStore(out / f"{t}.csv", columns, KEY_COLUMNS) for t in plan}
     report = CollectReport()
@@ -106,18 +116,23 @@ def collect(settings: CollectSettings, progress: bool = True) -> CollectReport:
         report.already_done += sum(len(c) for c in plan.values()) - len(todo)
         todo_by_load.append((load, todo))
     total = sum(len(todo) for _, todo in todo_by_load)
+    say(f"{total} kernel configuration(s) to measure ({report.already_done} already in {out})")
     bar = _progress(total, progress)
     probe = Probe(settings.device)
+    deadline = None  # set at the first measurement
     common = {"device_profile": profile, "backend": backend(),
               "keras_version": keras.__version__, "threads": settings.threads}
     count = 0
     try:
         for index, (load, todo) in enumerate(todo_by_load):
-            share = None if deadline is None else \
-                start + (deadline - start) * (index + 1) / len(todo_by_load)
             overheads: dict[tuple, float] = {}
             with BackgroundLoad(load) as background:
                 probe.time_ms()
+                if settings.budget_minutes is not None and deadline is None:
+                    first = time.monotonic()
+                    deadline = first + settings.budget_minutes * 60
+                share = None if deadline is None else \
+                    first + (deadline - first) * (index + 1) / len(todo_by_load)
                 for position, (layer_type, config) in enumerate(todo):
                     if share is not None and time.monotonic() > share:
                         report.budget_exhausted = True
@@ -191,6 +206,20 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="kernel", desc="collect", smoothing=0.05)
+
+
+def summary_sentence(report: CollectReport, out: str | Path) -> str:
+    """What a collection did, in one sentence that says whether to run it again."""
+    text = (f"{report.measured} kernel configuration(s) measured in "
+            f"{report.seconds / 60:.1f} min")
+    if report.skipped:
+        text += (f", {sum(report.skipped.values())} skipped ("
+                 + ", ".join(f"{n} {why}" for why, n in report.skipped.items()) + ")")
+    if report.remaining:
+        return (text + f", {report.remaining} remain (the budget ran out): run the same "
+                "command to continue")
+    return text + (f"; {report.already_done} were already there" if report.already_done
+                   else "") + f": every planned configuration is in {out}"
 
 
 def summary_json(report: CollectReport) -> str:

@@ -229,3 +229,38 @@ def test_a_merge_with_a_constant_operand_is_built_as_that_op_with_the_same_recor
         assert config.record(model) == kernel_record(specs)
         ones = np.ones(config.input_shapes[0], "float32")
         assert not np.allclose(np.asarray(model(ones)), ones)  # the constant is applied
+
+
+def test_the_budget_counts_from_the_first_measurement_and_each_step_is_said(tmp_path,
+                                                                            monkeypatch):
+    """Set-up (reading models, drawing grids, the probe) is not charged to --budget-minutes:
+    here it takes longer than the whole budget, and a kernel is still measured."""
+    import dnnsplit.collectors.collect as collect_module
+    from dnnsplit.collectors.collect import (CollectSettings, collect, collection_plan,
+                                             summary_sentence)
+    from dnnsplit.collectors.timing import StopRule  # noqa: F401 - FAST_RULE names it
+
+    def slow_plan(*args, **kwargs):
+        time.sleep(1.5)
+        return collection_plan(*args, **kwargs)
+
+    monkeypatch.setattr(collect_module, "configure_threads", lambda threads: None)
+    monkeypatch.setattr(collect_module, "collection_plan", slow_plan)
+    grids = tiny_grids(tmp_path / "grids", n=12)
+    said = []
+    settings = CollectSettings(out_dir=tmp_path / "out", grid_dir=grids, models=[],
+                               budget_minutes=0.01, rule=eval(FAST_RULE), probe_every_s=60)
+    report = collect(settings, progress=False, say=said.append)
+    planned = int(said[0].split()[0])
+    assert said == [f"{planned} kernel configuration(s) to measure (0 already in "
+                    f"{tmp_path / 'out'})"]
+    assert report.measured >= 1  # the 1.5 s of set-up did not use up the 0.6 s budget
+    assert report.measured + report.remaining == planned
+    sentence = summary_sentence(report, tmp_path / "out")
+    if report.remaining:
+        assert report.budget_exhausted
+        assert sentence.endswith(f"{report.remaining} remain (the budget ran out): run the "
+                                 "same command to continue")
+    done = summary_sentence(type(report)(measured=3, already_done=77), tmp_path / "out")
+    assert done == (f"3 kernel configuration(s) measured in 0.0 min; 77 were already there: "
+                    f"every planned configuration is in {tmp_path / 'out'}")
