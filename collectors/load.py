@@ -58,15 +58,17 @@ def _cpu_times() -> tuple[float, float] | None:
 
 
 def busy_cpus(seconds: float = 0.25) -> float | None:
-    """How many CPUs' worth of work the machine did during the next ``seconds``, while this
-    process sleeps: other processes' load (e.g. 0.97 = about one core busy). None where
-    /proc/stat is not available."""
-    before = _cpu_times()
+    """How many CPUs' worth of work other processes did during the next ``seconds``, while
+    this process sleeps (e.g. 0.97 = about one core busy): the machine's busy time less this
+    process's own (threads finishing their work). None where /proc/stat is not available."""
+    before, own = _cpu_times(), _cpu_seconds(os.getpid())
     time.sleep(seconds)
-    after = _cpu_times()
+    after, own = _cpu_times(), _cpu_seconds(os.getpid()) - own
     if before is None or after is None or after[1] <= before[1]:
         return None
-    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+    hz = os.sysconf("SC_CLK_TCK")
+    wall = (after[1] - before[1]) / ((os.cpu_count() or 1) * hz)  # seconds the window lasted
+    return max(0.0, ((after[0] - before[0]) / hz - own) / wall)
 
 
 class BackgroundLoad:

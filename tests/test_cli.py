@@ -126,6 +126,23 @@ def test_usage_lines_name_values_plainly(command, usage):
     assert "<str>" not in text and "<list[str]>" not in text and "<int" not in text
 
 
+def test_partition_plan_help_explains_sources_factors_and_call_overhead():
+    text = " ".join(runner.invoke(partition_app, ["plan", "--help"]).stdout.split())
+    for phrase in ("--device NAME=SOURCE[:xF]", "a device profile", "the folder of one you "
+                   "collected", "with --costs a column of that file", ":x4 four times slower",
+                   "call_overhead_ms", "one compiled call per frame"):
+        assert phrase in text
+
+
+def test_the_quick_starts_plans_folder_is_ignored_by_git():
+    sys.path.insert(0, str(ROOT / ".ci"))
+    from readme_command import quick_start_commands
+
+    first = quick_start_commands((ROOT / "README.md").read_text())[0].split()
+    out = first[first.index("--out") + 1]
+    assert f"/{out}/" in (ROOT / ".gitignore").read_text().split()
+
+
 def test_options_that_lacked_help_have_it():
     run = runner.invoke(executor_app, ["run", "--help"]).stdout
     assert "print the report as JSON" in run

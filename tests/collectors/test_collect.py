@@ -207,6 +207,29 @@ def test_background_load_starts_is_observed_and_always_stops():
         assert load.pids == [] and load.observed() == 0.0
 
 
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+def test_busy_cpus_counts_other_processes_work_and_not_this_ones():
+    import threading
+
+    from dnnsplit.collectors.load import busy_cpus
+
+    with BackgroundLoad(1.0, cores=1):  # another process spinning: about one CPU
+        assert 0.6 <= busy_cpus(0.5) <= 1.5
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()  # this process's own thread spinning is not "other work"
+    try:
+        assert busy_cpus(0.5) < 0.5
+    finally:
+        stop.set()
+        spinner.join()
+
+
 def test_a_merge_with_a_constant_operand_is_built_as_that_op_with_the_same_record():
     """MobileNetV3's hard sigmoid (``x + 3`` then ReLU6, ``* (1/6)``): one tensor input."""
     import keras

@@ -290,6 +290,11 @@ def test_execute_reports_measured_next_to_predicted_and_cli_json(tmp_path):
     assert "speedup" not in out  # --no-baseline
     bad = CliRunner().invoke(app, ["run", str(path), "--plan", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+    other = tmp_path / "other.keras"
+    two_input_model().save(other)  # the plan is for another model: refused before "running"
+    wrong = CliRunner().invoke(app, ["run", str(other), "--plan", str(tmp_path / "plan.json")])
+    assert wrong.exit_code == 2 and "running" not in wrong.stderr
+    assert [line for line in wrong.stderr.splitlines() if line.strip()][0].startswith("error: ")
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency"])
