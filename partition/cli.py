@@ -203,6 +203,8 @@ def plan_command(
         stages = " | ".join(f"{s['device']}:{len(s['nodes'])}" for s in plan.stages)
         typer.echo(f"{plan.algorithm:20s} {plan.value:12.3f} {speedups(plan.value)} "
                    f"{plan.solver_ms:10.1f} {str(plan.exact):>6s}  {stages}")
+    for note in problem.cost_notes:
+        typer.echo(f"warning: {note}")
     typer.echo(f"speed-up: the {unit.split()[0]} of the best single device ({best.device}"
                + (f"; and of the first device, {first.device}, which holds the input"
                   if first.device != best.device else ", which also holds the input")

@@ -27,7 +27,8 @@ from dnnsplit.partition.graph import TaskGraph
 from dnnsplit.partition.problem import Link, PlanError, Problem
 from dnnsplit.predictor.files import read_json
 
-_DEVICE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)(=(?P<source>[A-Za-z0-9_.\-]+))?"
+#: NAME[=SOURCE][:xFACTOR]; SOURCE is a profile name, a profile's folder or a costs column
+_DEVICE = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)(=(?P<source>[^:=]+))?"
                      r"(:x(?P<factor>[0-9]*\.?[0-9]+))?$")
 
 
@@ -41,8 +42,9 @@ class DeviceSpec:
     def parse(cls, text: str) -> "DeviceSpec":
         match = _DEVICE.match(text.strip())
         if not match:
-            raise PlanError(f"device {text!r} is not NAME=PROFILE[:xFACTOR], "
-                            "e.g. edge=cpu-1t-tensorflow:x4 (names: letters, digits, _ and .)")
+            raise PlanError(f"device {text!r} is not NAME=SOURCE[:xFACTOR], e.g. "
+                            "edge=cpu-1t-tensorflow:x4 (names: letters, digits, _ and .; "
+                            "SOURCE a profile name or folder, or a column of --costs)")
         factor = float(match["factor"]) if match["factor"] else 1.0
         if factor <= 0:
             raise PlanError(f"device {text!r}: the factor must be > 0")
@@ -130,9 +132,10 @@ def _read_link_file(file: str) -> tuple[Link, Link]:
                         '{"latency_ms": .., "mbps": ..} or {"up": {..}, "down": {..}}') from None
 
 
-def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], float]:
-    """Per-node compute time (ms) predicted for a device profile by its trained bundle, and
-    the profile's overhead of one compiled call (ms)."""
+def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], float, str]:
+    """Per-node compute time (ms) predicted for a device profile by its trained bundle, the
+    profile's overhead of one compiled call (ms), and a warning when much of the predicted
+    time lies outside what the profile measured (``""`` otherwise)."""
     from dnnsplit.predictor.bundle import ProfileError, load_bundle
     from dnnsplit.predictor.compose import predict_graph
 
@@ -141,7 +144,8 @@ def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], floa
     except ProfileError as exc:
         raise PlanError(f"{exc}; or give measured costs with --costs FILE") from None
     prediction = predict_graph(bundle, tg)  # one compiled call: one overhead
-    return prediction.node_ms, prediction.call_overhead_ms
+    return (prediction.node_ms, prediction.call_overhead_ms,
+            prediction.coverage_warning(bundle.profile))
 
 
 def _cost_column(tg: TaskGraph, costs: Mapping[str, Mapping[str, float]],
@@ -183,14 +187,14 @@ def problem_from_graph(
         raise PlanError("give at least one --device")
     compute: dict[str, dict[str, float]] = {n: {} for n in tg.nodes}
     overhead: dict[str, float] = {}
-    columns: dict[str, tuple[dict[str, float], float]] = {}  # per source (devices may share)
+    columns: dict[str, tuple[dict[str, float], float, str]] = {}  # per source (shared)
     for device in devices:
         if device.source not in columns:
             columns[device.source] = (
                 predicted_costs(tg, device.source) if costs is None
                 else (_cost_column(tg, costs, device.source),
-                      float((call_overhead_ms or {}).get(device.source, 0.0))))
-        column, call_ms = columns[device.source]
+                      float((call_overhead_ms or {}).get(device.source, 0.0)), ""))
+        column, call_ms, _ = columns[device.source]
         for node in tg.nodes:
             compute[node][device.name] = column[node] * device.factor
         overhead[device.name] = call_ms * device.factor
@@ -205,4 +209,5 @@ def problem_from_graph(
         output_nodes=tg.output_nodes,
         node_types={n: tg.graph.nodes[n]["layer_type"] for n in tg.nodes},
         call_overhead_ms=overhead,
+        cost_notes=[warning for _, _, warning in columns.values() if warning],
     )

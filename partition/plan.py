@@ -44,9 +44,10 @@ class Plan:
     def from_solution(cls, problem: Problem, solution: Solution,
                       layer_splits: dict[str, int] | None = None) -> "Plan":
         assignment = solution.named(problem)
+        note = "; ".join(n for n in (solution.note, *problem.cost_notes) if n)
         return cls(problem, solution.objective, solution.algorithm, assignment,
                    evaluate(problem, assignment), solution.solver_ms, solution.exact,
-                   solution.states, solution.note, dict(layer_splits or {}))
+                   solution.states, note, dict(layer_splits or {}))
 
     def with_layer_splits(self, layer_splits: dict[str, int]) -> "Plan":
         return replace(self, layer_splits=dict(layer_splits))

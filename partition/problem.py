@@ -70,6 +70,9 @@ class Problem:
     #: per device: the fixed cost of one compiled call, paid once per frame by a device that
     #: runs at least one non-input node (its stage); 0 where unknown
     call_overhead_ms: Mapping[str, float] = field(default_factory=dict)
+    #: caveats of where the costs came from (e.g. predictions outside the measured range):
+    #: every plan of the problem carries them in its note
+    cost_notes: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -84,6 +87,7 @@ class Problem:
         output_nodes: Sequence[str],
         node_types: Mapping[str, str] | None = None,
         call_overhead_ms: Mapping[str, float] | None = None,
+        cost_notes: Sequence[str] = (),
     ) -> "Problem":
         """Validate and build; nodes are re-ordered topologically (inputs first, stable)."""
         devices = tuple(devices)
@@ -156,6 +160,7 @@ class Problem:
             output_nodes=tuple(output_nodes),
             node_types=dict(node_types or {}),
             call_overhead_ms=overhead,
+            cost_notes=tuple(cost_notes),
         )
 
     @cached_property

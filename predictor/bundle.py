@@ -1,7 +1,8 @@
 """The trained predictor of one device profile: one portable JSON file, rebuilt when stale.
 
 ``datasets/<profile>/bundle.json`` holds, for every layer type, the chosen estimator family
-and its state (coefficients or XGBoost JSON: no pickles), the feature names, the CV table, the
+and its state (coefficients or XGBoost JSON: no pickles), what was measured of it (the
+coverage rule's data, :mod:`dnnsplit.predictor.coverage`), the feature names, the CV table, the
 library versions that produced it, a hash of the CSVs it was trained on, the profile's
 reference-probe time, the per-call overhead, the weight-streaming cost of kernels
 (``weight-streaming.json``, :mod:`dnnsplit.collectors.streaming`) and the model-level correction.
@@ -20,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dnnsplit.predictor.coverage import Coverage
 from dnnsplit.predictor.errors import DnnsplitError
 from dnnsplit.predictor.estimators import BundleFormatError, _Family
 
 log = logging.getLogger("dnnsplit")
-BUNDLE_FORMAT = 1
+#: 2: with the measured range of every layer type (``coverage``)
+BUNDLE_FORMAT = 2
 BUNDLE_NAME = "bundle.json"
 GROUND_TRUTH_NAME = "models.csv"
 STREAMING_NAME = "weight-streaming.json"
@@ -96,6 +99,8 @@ class Bundle:
     versions: dict[str, str] = field(default_factory=dict)
     data_hash: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    #: per layer type, what was measured (:mod:`dnnsplit.predictor.coverage`)
+    coverage: dict[str, Coverage] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +112,7 @@ class Bundle:
             "rows": self.rows, "meta": self.meta,
             "types": {t: e.to_dict() for t, e in self.types.items()},
             "fallback": self.fallback.to_dict(),
+            "coverage": {t: c.to_dict() for t, c in self.coverage.items()},
         }
 
     def streaming_cost(self, weight_bytes: float) -> float:
@@ -142,6 +148,7 @@ class Bundle:
                 cv=dict(data.get("cv", {})), chosen=dict(data.get("chosen", {})),
                 rows=dict(data.get("rows", {})), versions=dict(data.get("versions", {})),
                 data_hash=str(data.get("data_hash", "")), meta=dict(data.get("meta", {})),
+                coverage={t: Coverage.from_dict(c) for t, c in data["coverage"].items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleFormatError(f"malformed bundle: {exc}") from None

@@ -106,22 +106,31 @@ def predict_command(
         probe_ms = time_probe(threads=int(bundle.meta.get("threads", 1)))["probe_ms"]
     tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
     prediction = predict_graph(bundle, tg, load=load, probe_ms=probe_ms)
-    layers = [{"name": n, "type": tg.graph.nodes[n]["layer_type"], "ms": prediction.node_ms[n]}
-              for n in tg.nodes]
+    inside = prediction.node_inside
+    layers = [{"name": n, "type": tg.graph.nodes[n]["layer_type"], "ms": prediction.node_ms[n],
+               "inside_measured": inside[n]} for n in tg.nodes]
+    warning = prediction.coverage_warning(bundle.profile)
     if as_json:
+        share, nodes = prediction.outside()
         echo_json({"model": tg.name, "device": bundle.profile, "total_ms": prediction.total_ms,
                    "layers": layers, "call_overhead_ms": prediction.call_overhead_ms,
                    "probe_ms": prediction.probe_ms, "calibrated": calibrate,
-                   "unmodelled": prediction.unmodelled})
+                   "unmodelled": prediction.unmodelled,
+                   "outside_measured": {"share_of_time": share, "layers": nodes,
+                                        "warning": warning}})
         return
-    typer.echo(f"{'layer':40s} {'type':26s} {'ms':>9s}")
+    typer.echo(f"{'layer':40s} {'type':26s} {'ms':>9s}  measured range")
+    marks = {True: "inside", False: "OUTSIDE", None: "?"}
     for layer in layers:
-        typer.echo(f"{layer['name'][:40]:40s} {layer['type'][:26]:26s} {layer['ms']:9.3f}")
+        typer.echo(f"{layer['name'][:40]:40s} {layer['type'][:26]:26s} {layer['ms']:9.3f}  "
+                   f"{marks[layer['inside_measured']]}")
     for layer_type, fallback in prediction.unmodelled.items():
         typer.echo(f"unmodelled: {layer_type} (predicted by the {fallback})")
     note = f", scaled to the probe timed now ({prediction.probe_ms:.3f} ms)" if calibrate else ""
     typer.echo(f"total {prediction.total_ms:.2f} ms on {bundle.profile} at load {load:g}"
                f" (incl. {prediction.call_overhead_ms:.2f} ms call overhead){note}")
+    if warning:
+        typer.echo(f"warning: {warning}")
 
 
 @app.command("evaluate")

@@ -11,7 +11,10 @@ regressor per kernel's first layer type -> sum. Then:
 - one call overhead (``bundle.call_overhead_ms``) is added per compiled call (per stage);
 - per-layer times: each kernel's time is shared among its layers by FLOPs (a layer without
   FLOPs gets a share by output bytes), so that the partitioner can split between layers;
-  a split inside a fused kernel loses the fusion, which this per-layer view approximates.
+  a split inside a fused kernel loses the fusion, which this per-layer view approximates;
+- each kernel is marked inside or outside what was measured of its type (the coverage rule of
+  :mod:`dnnsplit.predictor.coverage`): ``GraphPrediction.outside()`` says how much of the
+  predicted time is an extrapolation.
 
 Times are predicted in units of the profile's reference probe (drift-normalised) and turned
 into milliseconds with the profile's probe time, or with the probe timed now (calibration).
@@ -31,6 +34,8 @@ from dnnsplit.predictor.fusion import OPS_AS_LAYERS, Kernel, find_kernels, kerne
 from dnnsplit.predictor.model_graph import TaskGraph
 
 FREE_TYPES = frozenset({"InputLayer"})
+#: Share of a prediction's kernel time outside the measured range from which it warns.
+OUTSIDE_WARN_SHARE = 0.05
 
 
 @dataclass
@@ -43,6 +48,39 @@ class GraphPrediction:
     call_overhead_ms: float
     unmodelled: dict[str, str] = field(default_factory=dict)  # type -> fallback used
     probe_ms: float = 0.0
+    #: per kernel: inside what was measured (:mod:`dnnsplit.predictor.coverage`); None where
+    #: the bundle carries no coverage (written before it had one)
+    kernel_inside: list[bool | None] = field(default_factory=list)
+
+    @property
+    def node_inside(self) -> dict[str, bool | None]:
+        """Per node: its kernel's coverage flag (a node not in a kernel, an input: True)."""
+        flags = {n: True for n in self.node_ms}
+        for (kernel, _), inside in zip(self.kernel_ms, self.kernel_inside):
+            for node in kernel.nodes:
+                flags[node] = inside
+        return flags
+
+    def outside(self) -> tuple[float, list[str]]:
+        """The share of the predicted kernel time that comes from kernels outside what was
+        measured, and their layers, the costliest first."""
+        total = sum(ms for _, ms in self.kernel_ms) or 1.0
+        out = [(ms, kernel) for (kernel, ms), inside in zip(self.kernel_ms, self.kernel_inside)
+               if inside is False]
+        nodes = [n for _, kernel in sorted(out, key=lambda item: -item[0]) for n in kernel.nodes]
+        return sum(ms for ms, _ in out) / total, nodes
+
+    def coverage_warning(self, profile: str) -> str:
+        """One sentence when at least :data:`OUTSIDE_WARN_SHARE` of the predicted time is an
+        extrapolation, naming the costliest layers (``""`` otherwise)."""
+        share, nodes = self.outside()
+        if share < OUTSIDE_WARN_SHARE:
+            return ""
+        names = ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else "")
+        return (f"{share:.0%} of the predicted time on {profile} comes from {len(nodes)} "
+                f"layer(s) outside the measured range ({names}): measure kernels like these on "
+                "this device (`collectors collect` with a grid that covers them) or treat the "
+                "total as a rough guess")
 
 
 def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
@@ -74,10 +112,20 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
             kind = "__fallback__"
         by_type[kind].append((index, record))
     normalised = np.zeros(len(kernels))
+    inside: list[bool | None] = [True if tg.graph.nodes[k.nodes[0]]["layer_type"] in FREE_TYPES
+                                 else None for k in kernels]
     for kind, items in by_type.items():
         estimator = bundle.fallback if kind == "__fallback__" else bundle.types[kind]
         frame = feature_frame([r for _, r in items], estimator.feature_names_)
         normalised[[i for i, _ in items]] = estimator.predict(frame)
+        if kind == "__fallback__":
+            flags = [False] * len(items)
+        elif kind in bundle.coverage:
+            flags = bundle.coverage[kind].inside([r for _, r in items]).tolist()
+        else:
+            flags = [None] * len(items)
+        for (i, _), flag in zip(items, flags):
+            inside[i] = flag
         if streaming and bundle.streaming:
             for i, _ in items:
                 normalised[i] += bundle.streaming_cost(kernel_weight_bytes(tg, kernels[i]))
@@ -92,7 +140,7 @@ def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,
     overhead = calls * bundle.call_overhead_ms * probe / bundle.reference_probe_ms
     return GraphPrediction(total_ms=sum(ms for _, ms in kernel_ms) + overhead,
                            node_ms=node_ms, kernel_ms=kernel_ms, call_overhead_ms=overhead,
-                           unmodelled=unmodelled, probe_ms=probe)
+                           unmodelled=unmodelled, probe_ms=probe, kernel_inside=inside)
 
 
 def kernel_weight_bytes(tg: TaskGraph, kernel: Kernel) -> float:

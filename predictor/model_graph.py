@@ -12,8 +12,8 @@ called more than once gives one node per call, the later ones named ``name@1``, 
 
 Node attributes: ``spec`` (:class:`~dnnsplit.predictor.features.LayerSpec`), ``layer_type``,
 ``flops``, ``params``, ``output_bytes`` (all outputs of the call), ``path`` (names from the outer
-model to the operation), ``call`` (call number of that operation in this graph), and, for re-running the
-call elsewhere (the executor's stages), ``keras_node`` (the Keras call) and ``sources`` (for
+model to the operation), ``call`` (call number of that operation in this graph), and, for
+re-running the call elsewhere (the executor's stages), ``keras_node`` (the Keras call) and ``sources`` (for
 each input tensor of the call, in order: the producing graph node and its output index).
 Edge attributes: ``bytes`` (distinct tensors sent from producer to consumer).
 """

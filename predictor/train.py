@@ -24,6 +24,7 @@ import numpy as np
 
 from dnnsplit.predictor.bundle import (GROUND_TRUTH_NAME, STREAMING_NAME, Bundle, ProfileError,
                                        data_hash, kernel_csvs, library_versions)
+from dnnsplit.predictor.coverage import fit_coverage
 from dnnsplit.predictor.estimators import FAMILIES, make
 from dnnsplit.predictor.feature_table import error_floor, feature_frame, feature_names, target
 from dnnsplit.predictor.files import read_json
@@ -112,6 +113,7 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         chosen[layer_type] = best
         types[layer_type] = make(best).fit(feature_frame(records), target(records))
     fallback = make("loglinear").fit(feature_frame(all_records), target(all_records))
+    coverage = {layer_type: fit_coverage(records) for layer_type, records in grouped.items()}
     overheads = [float(r["overhead_ms"]) for r in all_records if r["load_target"] == "0"]
     bundle = Bundle(
         profile=folder.name, types=types, fallback=fallback, feature_names=feature_names(),
@@ -120,6 +122,7 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         cv=cv, chosen=chosen, rows=rows, versions=library_versions(),
         data_hash=data_hash(folder),
         meta={"target": "per-row probe" if per_row_probe else "profile median probe"},
+        coverage=coverage,
     )
     bundle.streaming = read_streaming(folder)
     fit_correction(bundle, folder, ground_truth)

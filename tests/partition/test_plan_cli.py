@@ -149,7 +149,7 @@ def write(tmp_path, name, text):
         ("negative round trip", "--rtt-ms must be a round-trip time of 0 ms or more, got -1"),
         ("bad link file", "malformed"),
         ("bad link value", "l2.json': link bandwidth must be > 0 Mbps, got -3"),
-        ("bad device", "NAME=PROFILE"),
+        ("bad device", "NAME=SOURCE[:xFACTOR]"),
         ("unknown algorithm", "unknown algorithm"),
     ],
 )
