@@ -3,6 +3,14 @@
 - ``AlexNet`` (Krizhevsky et al. 2012, single-tower variant, 227x227x3, 1000 classes);
 - ``SqueezeNet`` (v1.1, fire modules, 224x224x3);
 - ``Pix2PixUNet`` (the pix2pix U-Net generator, 256x256x3 -> 256x256x3).
+
+And the held-out zoo the project wrote itself, to test the predictor on models unlike its
+training zoo (never used to train, sample or tune it; ``collectors/data/model_split.json``):
+
+- ``Pix2PixUNet64``, ``Pix2PixUNet128``: the same generator at 64x64 and 128x128;
+- ``ConvAutoencoder`` (128x128x3, stride-2 convolutions down, transposed ones up);
+- ``MobileNetLike`` (depthwise-separable blocks by hand, unusual widths, 160x160x3);
+- ``ResNetLike`` (basic blocks, widths 40-344, 192x192x3).
 """
 
 from __future__ import annotations
@@ -58,8 +66,14 @@ def squeezenet(input_shape=(224, 224, 3), classes=1000):
 
 
 def pix2pix_unet(input_shape=(256, 256, 3), output_channels=3):
+    """The pix2pix U-Net generator (Isola et al. 2017): 4x4 stride-2 convolutions down to 1x1,
+    transposed ones back up with skip connections; as deep as the input size allows (8
+    levels at 256x256, 7 at 128, 6 at 64)."""
+    import math
+
     keras = import_keras()
     layers = keras.layers
+    levels = int(math.log2(min(input_shape[:2])))
 
     def down(x, filters, batchnorm=True):
         x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False)(x)
@@ -74,18 +88,97 @@ def pix2pix_unet(input_shape=(256, 256, 3), output_channels=3):
             x = layers.Dropout(0.5)(x)
         return layers.ReLU()(x)
 
+    widths = (64, 128, 256, 512, 512, 512, 512, 512)[:levels]
     x = inputs = layers.Input(input_shape)
     skips = []
-    for i, filters in enumerate((64, 128, 256, 512, 512, 512, 512, 512)):
+    for i, filters in enumerate(widths):
         x = down(x, filters, batchnorm=i > 0)
         skips.append(x)
-    for i, (filters, skip) in enumerate(zip((512, 512, 512, 512, 256, 128, 64),
-                                            reversed(skips[:-1]))):
-        x = up(x, filters, dropout=i < 3)
+    for i, skip in enumerate(reversed(skips[:-1])):
+        x = up(x, skip.shape[-1] if i >= 3 else 512, dropout=i < 3)
         x = layers.Concatenate()([x, skip])
     outputs = layers.Conv2DTranspose(output_channels, 4, strides=2, padding="same",
                                      activation="tanh")(x)
-    return keras.Model(inputs, outputs, name="pix2pix_unet")
+    name = "pix2pix_unet" if levels == 8 else f"pix2pix_unet_{input_shape[0]}"
+    return keras.Model(inputs, outputs, name=name)
 
 
-ZOO = {"AlexNet": alexnet, "SqueezeNet": squeezenet, "Pix2PixUNet": pix2pix_unet}
+def conv_autoencoder(input_shape=(128, 128, 3)):
+    """A convolutional autoencoder: stride-2 3x3 convolutions down to 8x8x256, transposed
+    convolutions back up, sigmoid output."""
+    keras = import_keras()
+    layers = keras.layers
+    x = inputs = layers.Input(input_shape)
+    for filters in (32, 64, 128, 256):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    for filters in (128, 64, 32, 16):
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
+    outputs = layers.Conv2D(input_shape[-1], 3, padding="same", activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name="conv_autoencoder")
+
+
+def mobilenet_like(input_shape=(160, 160, 3), classes=100):
+    """A MobileNet written by hand from depthwise-separable blocks (3x3 DepthwiseConv2D, BN,
+    ReLU6, 1x1 Conv2D, BN, ReLU6), with widths no keras.applications model uses."""
+    keras = import_keras()
+    layers = keras.layers
+
+    def block(x, filters, stride):
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        x = layers.Conv2D(filters, 1, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU(6.0)(x)
+
+    x = inputs = layers.Input(input_shape)
+    x = layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    for filters, stride in ((40, 1), (72, 2), (72, 1), (144, 2), (144, 1), (288, 2), (288, 1),
+                            (288, 1), (576, 2), (576, 1)):
+        x = block(x, filters, stride)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_like")
+
+
+def resnet_like(input_shape=(192, 192, 3), classes=100):
+    """A ResNet of basic blocks (two 3x3 convolutions and a shortcut) with unusual widths (40,
+    88, 176, 344) and a 192x192 input."""
+    keras = import_keras()
+    layers = keras.layers
+
+    def block(x, filters, stride):
+        shortcut = x
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        y = layers.ReLU()(layers.BatchNormalization()(y))
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+        y = layers.BatchNormalization()(y)
+        if stride != 1 or shortcut.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+            shortcut = layers.BatchNormalization()(shortcut)
+        return layers.ReLU()(layers.Add()([y, shortcut]))
+
+    x = inputs = layers.Input(input_shape)
+    x = layers.Conv2D(40, 7, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    for filters, stride in ((40, 1), (40, 1), (88, 2), (88, 1), (176, 2), (176, 1), (344, 2),
+                            (344, 1)):
+        x = block(x, filters, stride)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="resnet_like")
+
+
+ZOO = {
+    "AlexNet": alexnet,
+    "SqueezeNet": squeezenet,
+    "Pix2PixUNet": pix2pix_unet,
+    # the held-out zoo the project wrote itself (never trained or tuned on)
+    "Pix2PixUNet64": lambda input_shape=(64, 64, 3): pix2pix_unet(input_shape),
+    "Pix2PixUNet128": lambda input_shape=(128, 128, 3): pix2pix_unet(input_shape),
+    "ConvAutoencoder": conv_autoencoder,
+    "MobileNetLike": mobilenet_like,
+    "ResNetLike": resnet_like,
+}
