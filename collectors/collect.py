@@ -95,10 +95,8 @@ def collect(settings: CollectSettings, progress: bool = True,
     models' kernels, timing the probe). ``budget_minutes`` counts from the first measurement,
     so the set-up (seconds to a minute) is not charged to it."""
     say = say or (lambda line: None)
-    configure_threads(settings.threads)
-    keras = import_keras()
+    bench = Bench(settings)
     start = time.monotonic()
-    profile = settings.profile or default_profile(settings.threads, settings.device)
     out = Path(settings.out_dir)
     grids = load_grids(settings.grid_dir, settings.types)
     models = settings.models if settings.models is not None else training_models()
@@ -106,8 +104,7 @@ def collect(settings: CollectSettings, progress: bool = True,
         say(f"reading the kernels of {len(models)} training model(s) and drawing the grids' "
             "configurations")
     plan = collection_plan(grids, settings.models, settings.random_scale)
-    columns = list(RECORD_COLUMNS)
-    stores = {t: CsvStore(out / f"{t}.csv", columns, KEY_COLUMNS) for t in plan}
+    stores = open_stores(out, plan)
     report = CollectReport()
     todo_by_load = []
     for load in settings.loads:
@@ -118,45 +115,72 @@ def collect(settings: CollectSettings, progress: bool = True,
     total = sum(len(todo) for _, todo in todo_by_load)
     say(f"{total} kernel configuration(s) to measure ({report.already_done} already in {out})")
     bar = _progress(total, progress)
-    probe = Probe(settings.device)
-    deadline = None  # set at the first measurement
-    common = {"device_profile": profile, "backend": backend(),
-              "keras_version": keras.__version__, "threads": settings.threads}
-    count = 0
     try:
+        deadline = None if settings.budget_minutes is None else settings.budget_minutes * 60
+        bench.measure(todo_by_load, stores, report, bar, budget_s=deadline)
+    finally:
+        bar.close()
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def open_stores(out: Path, types) -> dict[str, CsvStore]:
+    """One durable CSV store per layer type in ``out``."""
+    return {t: CsvStore(Path(out) / f"{t}.csv", list(RECORD_COLUMNS), KEY_COLUMNS)
+            for t in types}
+
+
+class Bench:
+    """What measuring kernels needs from call to call: the backend with its threads set, the
+    reference probe, and the columns every record of this collection shares."""
+
+    def __init__(self, settings: CollectSettings):
+        configure_threads(settings.threads)
+        self.keras = import_keras()
+        self.settings = settings
+        self.probe = Probe(settings.device)
+        self.common = {"device_profile": settings.profile or default_profile(
+                           settings.threads, settings.device),
+                       "backend": backend(), "keras_version": self.keras.__version__,
+                       "threads": settings.threads}
+        self.count = 0
+        self.deadline: float | None = None  # set at the first measurement
+
+    def measure(self, todo_by_load, stores: dict[str, CsvStore], report: CollectReport, bar,
+                budget_s: float | None = None) -> None:
+        """Measure ``[(load, [(layer_type, config), ...]), ...]`` into ``stores``, each load
+        under its background load; with ``budget_s``, the budget starts at this bench's first
+        measurement and is shared out among the loads of each call."""
         for index, (load, todo) in enumerate(todo_by_load):
             overheads: dict[tuple, float] = {}
             with BackgroundLoad(load) as background:
-                probe.time_ms()
-                if settings.budget_minutes is not None and deadline is None:
-                    first = time.monotonic()
-                    deadline = first + settings.budget_minutes * 60
-                share = None if deadline is None else \
-                    first + (deadline - first) * (index + 1) / len(todo_by_load)
+                self.probe.time_ms()
+                now = time.monotonic()
+                if budget_s is not None and self.deadline is None:
+                    self.deadline = now + budget_s
+                share = None if self.deadline is None else \
+                    now + (self.deadline - now) * 1 / (len(todo_by_load) - index)
                 for position, (layer_type, config) in enumerate(todo):
                     if share is not None and time.monotonic() > share:
                         report.budget_exhausted = True
                         report.remaining += len(todo) - position
                         break
-                    row = _measure_one(config, settings, background, probe, overheads)
+                    row = _measure_one(config, self.settings, background, self.probe,
+                                       overheads)
                     bar.update(1)
                     if isinstance(row, str):
                         report.skipped[row] += 1
                         continue
-                    row.update(common, load_target=load_key(load))
+                    row.update(self.common, load_target=load_key(load))
                     stores[layer_type].append(row)
                     report.measured += 1
-                    count += 1
-                    if count % CLEAR_EVERY == 0:
-                        keras.backend.clear_session()
+                    self.count += 1
+                    if self.count % CLEAR_EVERY == 0:
+                        self.keras.backend.clear_session()
                         gc.collect()
-                        probe = Probe(settings.device)
-                        probe.time_ms()
+                        self.probe = Probe(self.settings.device)
+                        self.probe.time_ms()
                         overheads.clear()
-    finally:
-        bar.close()
-    report.seconds = time.monotonic() - start
-    return report
 
 
 def _measure_one(config: KernelConfig, settings: CollectSettings, background: BackgroundLoad,
