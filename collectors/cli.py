@@ -57,6 +57,13 @@ def collect_command(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="end with a JSON summary instead of a "
                                  "sentence"),
+    adaptive: bool = typer.Option(
+        False, "--adaptive", help="after the grid: rounds that measure where each type's model "
+        "is least sure, across its whole realistic space (needs --budget-minutes or --rounds; "
+        "resumable, logged in OUT/adaptive.json)"),
+    rounds: Optional[int] = typer.Option(None, min=1, help="--adaptive: stop after this many "
+                                         "rounds"),
+    round_size: int = typer.Option(32, min=1, help="--adaptive: configurations per round"),
 ) -> None:
     """Microbenchmark kernels (layers and fused chains) from the grids; resumable: run the same
     command again to continue. --budget-minutes counts from the first measurement."""
@@ -79,7 +86,13 @@ def collect_command(
         loads=loads, threads=threads, budget_minutes=budget_minutes,
         grid_dir=grid_dir, models=[] if no_models else None, random_scale=random_scale,
         profile=name, device=device)
-    report = collect(settings, progress=not quiet, say=say)
+    if adaptive:
+        from dnnsplit.collectors.adaptive import collect_adaptive
+
+        report = collect_adaptive(settings, rounds=rounds, per_round=round_size,
+                                  progress=not quiet, say=say)
+    else:
+        report = collect(settings, progress=not quiet, say=say)
     typer.echo(summary_json(report) if as_json else summary_sentence(report, settings.out_dir))
 
 

@@ -114,7 +114,7 @@ def collect(settings: CollectSettings, progress: bool = True,
         todo_by_load.append((load, todo))
     total = sum(len(todo) for _, todo in todo_by_load)
     say(f"{total} kernel configuration(s) to measure ({report.already_done} already in {out})")
-    bar = _progress(total, progress)
+    bar = progress_bar(total, progress)
     try:
         deadline = None if settings.budget_minutes is None else settings.budget_minutes * 60
         bench.measure(todo_by_load, stores, report, bar, budget_s=deadline)
@@ -224,7 +224,7 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
@@ -239,6 +239,10 @@ def summary_sentence(report: CollectReport, out: str | Path) -> str:
     if report.skipped:
         text += (f", {sum(report.skipped.values())} skipped ("
                  + ", ".join(f"{n} {why}" for why, n in report.skipped.items()) + ")")
+    rounds = getattr(report, "rounds", None)
+    if rounds is not None:  # adaptive rounds: there is always more to learn
+        return (text + f" in {rounds} adaptive round(s), logged in {Path(out) / 'adaptive.json'}"
+                ": run the same command for more rounds")
     if report.remaining:
         return (text + f", {report.remaining} remain (the budget ran out): run the same "
                 "command to continue")

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dnnsplit.collectors.kernels import KernelConfig
 from dnnsplit.predictor.errors import DnnsplitError
@@ -127,6 +127,29 @@ def random_configs(grid: Grid) -> list[KernelConfig]:
     return list(configs.values())
 
 
+def sample_space(grid: Grid, space: Mapping[str, Any], n: int, seed: int,
+                 exclude: set[str] = frozenset(),
+                 accept: Callable[[KernelConfig], bool] = lambda config: True
+                 ) -> list[KernelConfig]:
+    """Up to ``n`` distinct configurations of ``grid``'s layer type drawn (seeded) from
+    ``space`` instead of the grid's own, none of whose keys is in ``exclude``, each accepted
+    by ``accept`` (checked first: it must not build the kernel) and within the grid's GFLOPs
+    cap."""
+    wide = Grid(grid.layer_type, grid.family, n, seed, False, dict(space), grid.max_gflops)
+    rng = random.Random(seed)
+    found: dict[str, KernelConfig] = {}
+    for _ in range(20 * n):
+        if len(found) >= n:
+            break
+        config = _draw_config(wide, rng)
+        if config is None or config.key in exclude or config.key in found \
+                or not accept(config):
+            continue
+        if _gflops(config) <= grid.max_gflops:
+            found[config.key] = config
+    return list(found.values())
+
+
 def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig]) -> dict[str, KernelConfig]:
     """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space``."""
     rng = random.Random(grid.seed)
@@ -167,6 +190,15 @@ def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
         if t != "DepthwiseConv2D":
             cfg["filters"] = _draw(rng, s, "cout", 32)
         cin = _draw(rng, s, "cin", 32)
+        # keys only the adaptive space names (drawn last: the grids' draws stay as they were)
+        dilation = _draw(rng, s, "dilation", 1)
+        if dilation > 1 and stride == 1:  # Keras: a dilated convolution has stride 1
+            cfg["dilation_rate"] = (dilation, dilation)
+        groups = _draw(rng, s, "groups", 1)
+        if groups > 1 and "filters" in cfg:  # channels in and out divisible by the groups
+            cin = max(groups, cin // groups * groups)
+            cfg["filters"] = max(groups, cfg["filters"] // groups * groups)
+            cfg["groups"] = groups
         return KernelConfig.of([(t, cfg)] + tail, [(batch, hw, hw, cin)])
     if grid.family == "dense":
         tokens, cin = _draw(rng, s, "tokens", 1), _draw(rng, s, "cin", 128)
