@@ -12,12 +12,18 @@ The idea of nn-Meter's adaptive data sampling, judged by our own numbers. A *rou
    folds of the measured rows, plus the out-of-fold error of its nearest measured rows, times
    ``1 + distance to the nearest measured row / the data's spacing``
    (:mod:`dnnsplit.predictor.coverage`): unsure, badly fitted nearby, or far from any data;
-3. choose the best-scored candidates of all types, one after another, each choice counting
+3. weight each type's scores by its family (:data:`FAMILY_WEIGHTS`): layers with weights
+   (convolutions, Dense) carry most of a network's time, element-wise layers, pooling and
+   merges little, so a Rescaling layer the model knows little about matters less than a
+   Conv2D it knows a little better. A prior, decided before any evaluation: weighting by the
+   training models' time shares would starve the transposed convolution (no training model
+   has one) that every decoder needs;
+4. choose the best-scored candidates of all types, one after another, each choice counting
    as measured for the next ones (so a round spreads out instead of piling up in one spot),
    at most half the round from one type (:func:`choose`); the candidates are drawn once per
    run (:data:`CANDIDATES` per type, at most :data:`MAX_PARAMS` weights each) and a type is
    scored again only after a round measured it (:class:`RoundPlanner`);
-4. measure them at every load of the collection, like the grid (:class:`~dnnsplit.collectors.
+5. measure them at every load of the collection, like the grid (:class:`~dnnsplit.collectors.
    collect.Bench`), and log the round in ``adaptive.json`` beside the CSVs.
 
 Rounds repeat until ``--budget-minutes`` (from the first measurement) or ``--rounds``; a killed
@@ -53,10 +59,18 @@ CANDIDATES = 200
 #: Candidates with more weights than this are not drawn: building one allocates them, and
 #: the largest layers of real models (VGG's first classifier layer, 103M) are in the grids.
 MAX_PARAMS = 32_000_000
+#: Nor with larger inputs than this many elements (128 MB of float32; the largest activation of
+#: a U-Net at 512x512 is 16.7M elements): the realistic ranges of size and channels, drawn
+#: independently, would otherwise pair 512x512 pixels with 4096 channels.
+MAX_INPUT_ELEMENTS = 2 ** 25
 #: Measured rows of a type below which it is not modelled (its candidates are scored by
 #: distance alone).
 MIN_ROWS = 12
 LOG_NAME = "adaptive.json"
+#: Weight of a type's scores by its grid family (see the module docstring); other families
+#: get ``OTHER_WEIGHT``.
+FAMILY_WEIGHTS = {"conv": 1.0, "dense": 1.0}
+OTHER_WEIGHT = 0.3
 
 
 class AdaptiveError(DnnsplitError):
@@ -74,10 +88,13 @@ def realistic_space(grid: Grid) -> dict:
 
 def candidates(grid: Grid, n: int, seed: int, measured: set[str]) -> list[KernelConfig]:
     """Up to ``n`` distinct configurations drawn from the type's realistic space that are not
-    in ``measured`` (keys), with at most :data:`MAX_PARAMS` weights and within the grid's
-    GFLOPs cap."""
-    return sample_space(grid, realistic_space(grid), n, seed, measured,
-                        accept=lambda config: estimated_params(config) <= MAX_PARAMS)
+    in ``measured`` (keys), with at most :data:`MAX_PARAMS` weights and
+    :data:`MAX_INPUT_ELEMENTS` input elements, and within the grid's GFLOPs cap."""
+    def acceptable(config: KernelConfig) -> bool:
+        elements = sum(math.prod(shape) for shape in config.input_shapes)
+        return estimated_params(config) <= MAX_PARAMS and elements <= MAX_INPUT_ELEMENTS
+
+    return sample_space(grid, realistic_space(grid), n, seed, measured, accept=acceptable)
 
 
 def estimated_params(config: KernelConfig) -> int:
@@ -180,6 +197,7 @@ class RoundPlanner:
                  families: Mapping[str, str] | None = None):
         self.folder, self.grids, self.seed = Path(folder), list(grids), seed
         self.families = dict(families or {})
+        self.weights = {g.layer_type: FAMILY_WEIGHTS.get(g.family, OTHER_WEIGHT) for g in grids}
         self._pools: dict[str, list[tuple[KernelConfig, dict]]] = {}
         self._scores: dict[str, tuple[int, np.ndarray, np.ndarray, float]] = {}
 
@@ -213,7 +231,8 @@ class RoundPlanner:
                                                            family, seed=self.seed))
                 self._scores[grid.layer_type] = cached
             _, scores, points, spacing[grid.layer_type] = cached
-            scored += [Scored(grid.layer_type, c, r, float(s), p)
+            weight = self.weights.get(grid.layer_type, 1.0)
+            scored += [Scored(grid.layer_type, c, r, float(s) * weight, p)
                        for (c, r), s, p in zip(pool, scores, points) if c.key not in keys]
         return choose(scored, n, spacing)
 
@@ -224,7 +243,7 @@ class AdaptiveReport(CollectReport):
 
 
 def collect_adaptive(settings: CollectSettings, rounds: int | None = None,
-                     per_round: int = 32, progress: bool = True,
+                     per_round: int = 64, progress: bool = True,
                      say: Callable[[str], None] | None = None) -> AdaptiveReport:
     """Adaptive rounds into ``settings.out_dir`` (which holds a grid collection) until the
     budget or ``rounds`` is used up; each round is logged in ``adaptive.json``."""

@@ -63,7 +63,7 @@ def collect_command(
         "resumable, logged in OUT/adaptive.json)"),
     rounds: Optional[int] = typer.Option(None, min=1, help="--adaptive: stop after this many "
                                          "rounds"),
-    round_size: int = typer.Option(32, min=1, help="--adaptive: configurations per round"),
+    round_size: int = typer.Option(64, min=1, help="--adaptive: configurations per round"),
 ) -> None:
     """Microbenchmark kernels (layers and fused chains) from the grids; resumable: run the same
     command again to continue. --budget-minutes counts from the first measurement."""

@@ -78,9 +78,8 @@ class GraphPrediction:
             return ""
         names = ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else "")
         return (f"{share:.0%} of the predicted time on {profile} comes from {len(nodes)} "
-                f"layer(s) outside the measured range ({names}): measure kernels like these on "
-                "this device (`collectors collect` with a grid that covers them) or treat the "
-                "total as a rough guess")
+                f"layer(s) outside the measured range ({names}): run `collectors collect "
+                "--adaptive` on this device or treat the total as a rough guess")
 
 
 def predict_graph(bundle: Bundle, tg: TaskGraph, load: float = 0.0,

@@ -1,0 +1,185 @@
+"""Held-out accuracy against minutes of collection: more grid, or adaptive rounds?
+
+    python benchmarks/adaptive_curve.py collect  [--minutes 30] [--work /tmp/adaptive-curve]
+    python benchmarks/adaptive_curve.py evaluate [--points 5]   [--work /tmp/adaptive-curve]
+
+Both arms start from a copy of the shipped profile (its grid collection) and get the same
+minutes of measuring on this machine, one after the other:
+
+- ``grid``: ``collectors collect --random-scale 2`` (more random draws from the same grids);
+- ``adaptive``: ``collectors collect --adaptive`` (rounds where the models are least sure,
+  across each type's realistic space; their choosing counts against the minutes too).
+
+``evaluate`` retrains the predictor on the shipped rows plus each arm's rows measured within
+the first t minutes, for t at ``--points`` evenly spaced checkpoints, and reports the held-out
+accuracy (every evaluation model of ``collectors/data/model_split.json``, probe-normalised) at
+each: docs/adaptive-sampling.md and .png, with command, machine and dates. Nothing is tuned on
+the held-out models; the arms and checkpoints are fixed before anything is evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "datasets" / "cpu-1t-tensorflow"
+ARMS = ("grid", "adaptive")
+
+
+def collect_arms(work: Path, minutes: float) -> None:
+    from dnnsplit.collectors.adaptive import collect_adaptive
+    from dnnsplit.collectors.collect import CollectSettings, collect
+
+    for arm in ARMS:
+        folder = work / arm
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(SHIPPED, folder)  # its bundle tells adaptive rounds each type's family
+        settings = CollectSettings(out_dir=folder, loads=(0.0, 0.5), threads=1,
+                                   budget_minutes=minutes, random_scale=2.0,
+                                   profile="cpu-1t-tensorflow")
+        started = datetime.datetime.now(datetime.timezone.utc)
+        report = (collect_adaptive(settings, progress=False) if arm == "adaptive"
+                  else collect(settings, progress=False))
+        (folder / "arm.json").write_text(json.dumps({
+            "arm": arm, "minutes": minutes, "started": started.isoformat(timespec="seconds"),
+            "ended": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "measured": report.measured}))
+        print(arm, report.measured, "rows", flush=True)
+
+
+def evaluate_arms(work: Path, points: int, out: Path) -> None:
+    from dnnsplit.predictor.evaluate import evaluate_profile
+    from dnnsplit.predictor.train import train
+
+    base = _keys(SHIPPED)
+    rows = []
+    for arm in ARMS:
+        folder = work / arm
+        meta = json.loads((folder / "arm.json").read_text())
+        start = datetime.datetime.fromisoformat(meta["started"])
+        for i in range(points):
+            minutes = meta["minutes"] * i / (points - 1)
+            cut = work / f"{arm}-{i}"
+            kept = _cut(folder, cut, base, start + datetime.timedelta(minutes=minutes))
+            bundle = train(cut)
+            report = evaluate_profile(cut, bundle=bundle)
+            errors = {f"{r.model}@{r.load_target}": r.error_norm for r in report.results}
+            rows.append({"arm": arm, "minutes": round(minutes, 1), "new_rows": kept,
+                         "within_10": report.fraction_within(0.10),
+                         "within_20": report.fraction_within(0.20),
+                         "spearman": report.spearman(), "errors": errors})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "errors"}), flush=True)
+    _write(out, rows, work)
+
+
+def _keys(folder: Path) -> set[tuple[str, str]]:
+    return {(r["kernel_key"], r["load_target"]) for path in folder.glob("*.csv")
+            if path.name != "models.csv" for r in csv.DictReader(path.open())}
+
+
+def _cut(folder: Path, cut: Path, base: set, until: datetime.datetime) -> int:
+    """A profile folder with the shipped rows and ``folder``'s new rows measured until
+    ``until``; the number of new rows kept."""
+    if cut.exists():
+        shutil.rmtree(cut)
+    cut.mkdir(parents=True)
+    kept = 0
+    for path in folder.iterdir():
+        if path.suffix != ".csv" or path.name == "models.csv":
+            if path.name in ("models.csv", "weight-streaming.json", "evaluation_caveats.json",
+                             "repeatability.json"):
+                shutil.copy(path, cut / path.name)
+            continue
+        with path.open() as handle, (cut / path.name).open("w", newline="") as target:
+            reader = csv.DictReader(handle)
+            writer = csv.DictWriter(target, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            for row in reader:
+                new = (row["kernel_key"], row["load_target"]) not in base
+                if new and datetime.datetime.fromisoformat(row["timestamp"]) > until:
+                    continue
+                kept += new
+                writer.writerow(row)
+    return kept
+
+
+def _write(out: Path, rows: list[dict], work: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dnnsplit.predictor.files import save_figure_atomic, write_json_atomic, write_text_atomic
+
+    metas = {arm: json.loads((work / arm / "arm.json").read_text()) for arm in ARMS}
+    write_json_atomic(out / "adaptive-sampling.json", {"rows": rows, "arms": metas})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm in ARMS:
+        points = [r for r in rows if r["arm"] == arm]
+        ax.plot([r["minutes"] for r in points], [100 * r["within_10"] for r in points],
+                marker="o", label=f"{arm}: within ±10%")
+        ax.plot([r["minutes"] for r in points], [100 * r["within_20"] for r in points],
+                marker="s", linestyle="--", label=f"{arm}: within ±20%")
+    ax.set_xlabel("minutes of collection after the shipped grid")
+    ax.set_ylabel("held-out results (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure_atomic(fig, out / "adaptive-sampling.png")
+    lines = [
+        "# Held-out accuracy against minutes of collection: grid or adaptive rounds",
+        "",
+        f"`python benchmarks/adaptive_curve.py collect --minutes {metas['grid']['minutes']:g}` "
+        f"({metas['grid']['started']} to {metas['adaptive']['ended']}) and "
+        f"`python benchmarks/adaptive_curve.py evaluate` "
+        f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC), on "
+        f"{platform.node()} ({platform.machine()}), 1 TensorFlow thread, loads 0 and 0.5.",
+        "",
+        "Both arms start from the shipped profile's grid collection and measure for the same "
+        "minutes: `grid` more random draws from the same grids (`--random-scale 2`), "
+        "`adaptive` adaptive rounds (`--adaptive`, choosing included). At each checkpoint the "
+        "predictor is retrained on the shipped rows plus the arm's rows measured so far, and "
+        "judged on every held-out model (probe-normalised errors).",
+        "",
+        "![curve](adaptive-sampling.png)",
+        "",
+        "| arm | minutes | new rows | within ±10% | within ±20% | Spearman | U-Nets (errors) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        unets = ", ".join(f"{v:+.0%}" for k, v in sorted(r["errors"].items())
+                          if k.startswith("Pix2PixUNet"))
+        lines.append(f"| {r['arm']} | {r['minutes']:g} | {r['new_rows']} | "
+                     f"{r['within_10']:.0%} | {r['within_20']:.0%} | {r['spearman']:.3f} | "
+                     f"{unets} |")
+    write_text_atomic(out / "adaptive-sampling.md", "\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["collect", "evaluate"])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--points", type=int, default=5)
+    parser.add_argument("--work", default="/tmp/adaptive-curve")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if args.step == "collect":
+        collect_arms(work, args.minutes)
+    else:
+        evaluate_arms(work, args.points, Path(args.out))
+    print(f"done in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
