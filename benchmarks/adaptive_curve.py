@@ -1,12 +1,13 @@
 """Held-out accuracy against minutes of collection: more grid, or adaptive rounds?
 
     python benchmarks/adaptive_curve.py collect  [--minutes 30] [--work /tmp/adaptive-curve]
+                                                 [--arms grid adaptive]
     python benchmarks/adaptive_curve.py evaluate [--points 5]   [--work /tmp/adaptive-curve]
 
 Both arms start from a copy of the shipped profile (its grid collection) and get the same
 minutes of measuring on this machine, one after the other:
 
-- ``grid``: ``collectors collect --random-scale 2`` (more random draws from the same grids);
+- ``grid``: ``collectors collect --random-scale 4`` (more random draws from the same grids);
 - ``adaptive``: ``collectors collect --adaptive`` (rounds where the models are least sure,
   across each type's realistic space; their choosing counts against the minutes too).
 
@@ -32,19 +33,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "datasets" / "cpu-1t-tensorflow"
 ARMS = ("grid", "adaptive")
+#: The grid arm draws this many times each grid's random configurations (enough not to run
+#: out within the minutes: twice ran out after 16 of 30 minutes on 2026-11-30).
+GRID_SCALE = 4.0
 
 
-def collect_arms(work: Path, minutes: float) -> None:
+def collect_arms(work: Path, minutes: float, arms=ARMS) -> None:
     from dnnsplit.collectors.adaptive import collect_adaptive
     from dnnsplit.collectors.collect import CollectSettings, collect
 
-    for arm in ARMS:
+    for arm in arms:
         folder = work / arm
         if folder.exists():
             shutil.rmtree(folder)
         shutil.copytree(SHIPPED, folder)  # its bundle tells adaptive rounds each type's family
         settings = CollectSettings(out_dir=folder, loads=(0.0, 0.5), threads=1,
-                                   budget_minutes=minutes, random_scale=2.0,
+                                   budget_minutes=minutes, random_scale=GRID_SCALE,
                                    profile="cpu-1t-tensorflow")
         started = datetime.datetime.now(datetime.timezone.utc)
         report = (collect_adaptive(settings, progress=False) if arm == "adaptive"
@@ -144,7 +148,7 @@ def _write(out: Path, rows: list[dict], work: Path) -> None:
         f"{platform.node()} ({platform.machine()}), 1 TensorFlow thread, loads 0 and 0.5.",
         "",
         "Both arms start from the shipped profile's grid collection and measure for the same "
-        "minutes: `grid` more random draws from the same grids (`--random-scale 2`), "
+        "minutes: `grid` more random draws from the same grids (`--random-scale 4`), "
         "`adaptive` adaptive rounds (`--adaptive`, choosing included). At each checkpoint the "
         "predictor is retrained on the shipped rows plus the arm's rows measured so far, and "
         "judged on every held-out model (probe-normalised errors).",
@@ -169,13 +173,15 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--work", default="/tmp/adaptive-curve")
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS,
+                        help="collect: the arms to (re)collect")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if args.step == "collect":
-        collect_arms(work, args.minutes)
+        collect_arms(work, args.minutes, args.arms)
     else:
         evaluate_arms(work, args.points, Path(args.out))
     print(f"done in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)

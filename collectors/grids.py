@@ -29,7 +29,8 @@ from dnnsplit.predictor.files import read_json
 
 MAX_KERNEL_GFLOPS = 4.0
 GRID_DIR = Path(str(files("dnnsplit.collectors").joinpath("grids")))
-FAMILIES = ("conv", "dense", "pool", "global_pool", "elementwise", "activation", "merge")
+FAMILIES = ("conv", "dense", "pool", "global_pool", "elementwise", "activation", "merge",
+            "attention", "embedding", "einsum")
 
 
 class GridError(DnnsplitError):
@@ -179,13 +180,18 @@ def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
     batch = _draw(rng, s, "batch", 1)
     hw = _draw(rng, s, "hw", 1)
     tail = _tail(_draw(rng, s, "tail", []))
+    one_d = t.endswith("1D")  # Conv1D, GlobalAveragePooling1D, ...: (batch, steps, channels)
+
+    def each(value) -> tuple:
+        return (value,) if one_d else (value, value)
+
     if grid.family == "conv":
         kernel = _draw(rng, s, "kernel", 3)
         stride = _draw(rng, s, "strides", 1)
         padding = _draw(rng, s, "padding", "same")
         if padding == "valid" and hw < kernel:
             padding = "same"
-        cfg: dict[str, Any] = {"kernel_size": (kernel, kernel), "strides": (stride, stride),
+        cfg: dict[str, Any] = {"kernel_size": each(kernel), "strides": each(stride),
                                "padding": padding, "use_bias": _draw(rng, s, "use_bias", True)}
         if t != "DepthwiseConv2D":
             cfg["filters"] = _draw(rng, s, "cout", 32)
@@ -193,19 +199,41 @@ def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
         # keys only the adaptive space names (drawn last: the grids' draws stay as they were)
         dilation = _draw(rng, s, "dilation", 1)
         if dilation > 1 and stride == 1:  # Keras: a dilated convolution has stride 1
-            cfg["dilation_rate"] = (dilation, dilation)
+            cfg["dilation_rate"] = each(dilation)
         groups = _draw(rng, s, "groups", 1)
         if groups > 1 and "filters" in cfg:  # channels in and out divisible by the groups
             cin = max(groups, cin // groups * groups)
             cfg["filters"] = max(groups, cfg["filters"] // groups * groups)
             cfg["groups"] = groups
-        return KernelConfig.of([(t, cfg)] + tail, [(batch, hw, hw, cin)])
+        return KernelConfig.of([(t, cfg)] + tail, [(batch, hw, cin) if one_d
+                                                   else (batch, hw, hw, cin)])
+    if grid.family == "attention":  # MultiHeadAttention: (query, value) of d_model features
+        tokens, width = _draw(rng, s, "tokens", 128), _draw(rng, s, "c", 128)
+        heads = _draw(rng, s, "heads", 4)
+        key_dim = _draw(rng, s, "key_dim", max(1, width // heads))
+        kv_tokens = _draw(rng, s, "kv_tokens", tokens)
+        cfg = {"num_heads": heads, "key_dim": key_dim, "use_bias": True}
+        return KernelConfig.of([(t, cfg)], [(batch, tokens, width), (batch, kv_tokens, width)])
+    if grid.family == "embedding":  # token ids in, vectors out
+        tokens = _draw(rng, s, "tokens", 128)
+        cfg = {"input_dim": _draw(rng, s, "vocab", 1000), "output_dim": _draw(rng, s, "units", 128)}
+        return KernelConfig.of([(t, cfg)], [(batch, tokens)])
+    if grid.family == "einsum":  # EinsumDense over the features of a sequence
+        tokens, cin, units = (_draw(rng, s, "tokens", 128), _draw(rng, s, "cin", 128),
+                              _draw(rng, s, "units", 128))
+        cfg = {"equation": "abc,cd->abd", "output_shape": (tokens, units), "bias_axes": "d"}
+        return KernelConfig.of([(t, cfg)] + tail, [(batch, tokens, cin)])
     if grid.family == "dense":
         tokens, cin = _draw(rng, s, "tokens", 1), _draw(rng, s, "cin", 128)
         shape = (batch, cin) if tokens == 1 else (batch, tokens, cin)
-        return KernelConfig.of([(t, {"units": _draw(rng, s, "units", 128)})] + tail, [shape])
+        cfg = {"units": _draw(rng, s, "units", 128)}
+        activation = _draw(rng, s, "activation", None)  # a key only newer grids have
+        if activation not in (None, "linear"):
+            cfg["activation"] = activation
+        return KernelConfig.of([(t, cfg)] + tail, [shape])
     c = _draw(rng, s, "c", 32)
-    shape = (batch, hw, hw, c)
+    tokens = _draw(rng, s, "tokens", 0)  # a sequence (batch, tokens, c); newer grids only
+    shape = (batch, tokens, c) if tokens else (batch, hw, c) if one_d else (batch, hw, hw, c)
     if grid.family == "pool":
         pool, stride = _draw(rng, s, "pool", 2), _draw(rng, s, "strides", 2)
         padding = _draw(rng, s, "padding", "valid")

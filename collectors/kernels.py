@@ -30,6 +30,10 @@ _CONSTANT_MERGES = {"Add": "add", "Multiply": "multiply", "Subtract": "subtract"
 #: The constant of such a kernel (its value does not change the cost; 0 or 1 could be
 #: optimised away by the graph compiler).
 _CONSTANT = 0.5
+#: Layers called with their input tensors as separate arguments.
+_SEPARATE_ARGUMENTS = {"MultiHeadAttention"}
+#: Layers whose inputs are integers (token ids; random ones stay below the vocabulary).
+_INTEGER_INPUTS = {"Embedding"}
 
 
 class KernelError(DnnsplitError):
@@ -83,7 +87,9 @@ class KernelConfig:
     def build(self):
         """A Keras model running exactly this kernel on inputs of ``input_shapes``."""
         keras = import_keras()
-        inputs = [keras.Input(shape=s[1:], batch_size=s[0]) for s in self.input_shapes]
+        dtype = "int32" if self.layer_type in _INTEGER_INPUTS else "float32"
+        inputs = [keras.Input(shape=s[1:], batch_size=s[0], dtype=dtype)
+                  for s in self.input_shapes]
         x = inputs[0] if len(inputs) == 1 else inputs
         try:
             for layer_type, cfg in self.layers:
@@ -95,7 +101,9 @@ class KernelConfig:
                 if cls is None:
                     raise KernelError(f"{layer_type} is not a keras.layers class: cannot be "
                                       "benchmarked on its own")
-                x = cls(**{k: _arg(v) for k, v in cfg})(x)
+                layer = cls(**{k: _arg(v) for k, v in cfg})
+                # attention takes its tensors as arguments (query, value[, key]), not a list
+                x = layer(*x) if layer_type in _SEPARATE_ARGUMENTS else layer(x)
         except (TypeError, ValueError) as exc:
             raise KernelError(f"cannot build kernel {self.pattern} on {self.input_shapes}: "
                               f"{str(exc).splitlines()[0][:200]}") from None

@@ -213,10 +213,13 @@ def random_inputs(shapes: Sequence[Sequence[int]], dtype: str = "float32",
 
 
 def model_inputs(model, batch: int = 1, device: str | None = None, seed: int = 0) -> list:
-    """Random backend tensors for each input of ``model`` (its dtypes; a free batch = ``batch``)."""
-    rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal((t.shape[0] or batch,) + tuple(t.shape[1:]))
-              .astype(str(t.dtype)) for t in model.inputs]
+    """Random backend tensors for each input of ``model`` (its dtypes; a free batch = ``batch``;
+    token ids below the model's vocabulary, :func:`~dnnsplit.predictor.keras_env.index_bounds`)."""
+    from dnnsplit.predictor.keras_env import index_bounds, random_arrays
+
+    shapes = [(t.shape[0] or batch,) + tuple(t.shape[1:]) for t in model.inputs]
+    arrays = random_arrays(shapes, [str(t.dtype) for t in model.inputs], index_bounds(model),
+                           np.random.default_rng(seed))
     return place_inputs(arrays, device)
 
 

@@ -77,9 +77,13 @@ class RandomFrames(Sequence):
     (1000, (1, 4), True)
     """
 
-    def __init__(self, shapes, dtypes, n: int, distinct: int = 16, seed: int = 0):
+    def __init__(self, shapes, dtypes, n: int, distinct: int = 16, seed: int = 0,
+                 bounds=None):
+        from dnnsplit.predictor.keras_env import random_arrays
+
         rng = np.random.default_rng(seed)
-        self._pool = [[rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+        bounds = bounds or [None] * len(shapes)
+        self._pool = [random_arrays(shapes, dtypes, bounds, rng)
                       for _ in range(max(1, min(n, distinct)))]
         self._n = n
 
@@ -95,8 +99,12 @@ class RandomFrames(Sequence):
 
 
 def random_frames(model, n: int, seed: int = 0) -> RandomFrames:
+    """``n`` frames for ``model``: random floats, and token ids its embeddings accept."""
+    from dnnsplit.predictor.keras_env import index_bounds
+
     shapes = [(1,) + tuple(t.shape[1:]) for t in model.inputs]
-    return RandomFrames(shapes, [str(t.dtype) for t in model.inputs], n, seed=seed)
+    return RandomFrames(shapes, [str(t.dtype) for t in model.inputs], n, seed=seed,
+                        bounds=index_bounds(model))
 
 
 def execute(model, plan, frames: int = 50, backend: str = "local",

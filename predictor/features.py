@@ -52,6 +52,15 @@ COST_CONFIG_FIELDS = (
     "max_value",
     "negative_slope",
     "target_shape",
+    # attention, einsum and embedding layers (transformers)
+    "num_heads",
+    "key_dim",
+    "value_dim",
+    "equation",
+    "output_shape",
+    "bias_axes",
+    "input_dim",
+    "output_dim",
     # not cost-driving, but needed to rebuild the layer for a benchmark
     "rate",
     "dims",
@@ -78,11 +87,11 @@ SPEC_COLUMNS: dict[str, str] = {
     "stride_h": "stride height (0 if none)",
     "stride_w": "stride width (0 if none)",
     "dilation": "largest dilation rate (0 if none)",
-    "groups": "conv groups (1 if none)",
+    "groups": "conv groups; attention heads (1 if none)",
     "depth_multiplier": "depthwise multiplier (0 if none)",
     "padding": "'same', 'valid', 'causal' or '' ",
     "activation": "fused activation function name ('' if none)",
-    "units": "dense units (0 if none)",
+    "units": "dense units; attention key size; embedding size (0 if none)",
     "pool_h": "pool / upsampling height (0 if none)",
     "pool_w": "pool / upsampling width (0 if none)",
     "use_bias": "1 if the layer adds a bias",
@@ -219,6 +228,7 @@ DATA_MOVEMENT_TYPES = frozenset(
         "ops.Transpose",
         "ops.ExpandDims",
         "ops.Squeeze",
+        "Embedding",  # a gather: its cost is the bytes it moves
     }
 )
 
@@ -309,11 +319,11 @@ class LayerSpec:
             "stride_h": strides[0],
             "stride_w": strides[1],
             "dilation": max(_as_tuple(dilation)) if dilation else 0,
-            "groups": int(cfg.get("groups") or 1),
+            "groups": int(cfg.get("groups") or cfg.get("num_heads") or 1),
             "depth_multiplier": int(cfg.get("depth_multiplier") or 0),
             "padding": str(cfg.get("padding") or ""),
             "activation": _activation_name(cfg),
-            "units": int(cfg.get("units") or 0),
+            "units": int(cfg.get("units") or cfg.get("key_dim") or cfg.get("output_dim") or 0),
             "pool_h": pool[0],
             "pool_w": pool[1],
             "use_bias": int(bool(cfg.get("use_bias", False))),
@@ -528,6 +538,36 @@ def _average(ins, outs, cfg) -> float:
     return len(ins) * math.prod(outs[0])
 
 
+def _multi_head_attention(ins, outs, cfg) -> float:
+    """Projections of query, key and value, scores, softmax, weighted sum, output projection
+    (key = value when not given)."""
+    query, value = ins[0], ins[1] if len(ins) > 1 else ins[0]
+    key = ins[2] if len(ins) > 2 else value
+    batch, tq, tv = query[0], math.prod(query[1:-1]), math.prod(value[1:-1])
+    heads, kd = int(cfg["num_heads"]), int(cfg["key_dim"])
+    vd = int(cfg.get("value_dim") or kd)
+    projections = 2 * batch * heads * (tq * query[-1] * kd + tv * key[-1] * kd
+                                       + tv * value[-1] * vd)
+    attention = 2 * batch * heads * tq * tv * (kd + vd) + 3 * batch * heads * tq * tv
+    output = 2 * batch * tq * heads * vd * outs[0][-1]
+    return projections + attention + output
+
+
+def _einsum_dense(ins, outs, cfg) -> float:
+    """2 x every output element x the size of each contracted dimension of the input (the
+    letters of the input that are not in the output; '...' the leading dimensions)."""
+    equation = str(cfg.get("equation", ""))
+    try:
+        left, result = equation.replace(" ", "").split("->")
+        subscripts = left.split(",")[0]
+    except ValueError:
+        return float(math.prod(outs[0]))
+    letters = subscripts.replace("...", "")
+    sizes = dict(zip(letters, ins[0][len(ins[0]) - len(letters):]))
+    contracted = math.prod(sizes[c] for c in letters if c not in result)
+    return 2 * math.prod(outs[0]) * contracted + _bias_and_activation(math.prod(outs[0]), cfg)
+
+
 #: FLOPs rule per layer type (element-wise types are in ELEMENTWISE_OPS_PER_ELEMENT).
 FLOPS_RULES: dict[str, FlopsRule] = {
     **{t: _conv for t in ("Conv1D", "Conv2D", "Conv3D")},
@@ -549,6 +589,8 @@ FLOPS_RULES: dict[str, FlopsRule] = {
     **{f"UpSampling{d}D": _upsampling for d in (1, 2, 3)},
     **{t: _merge for t in MERGE_TYPES},
     "Average": _average,
+    "MultiHeadAttention": _multi_head_attention,
+    "EinsumDense": _einsum_dense,
 }
 
 

@@ -116,3 +116,27 @@ def process_context():
         ctx.set_forkserver_preload(["dnnsplit.predictor.warm_keras"])  # before it starts
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def index_bounds(model) -> list[int | None]:
+    """Per input of ``model``: for an integer input (token ids), the number of distinct ids it
+    may hold (the smallest ``input_dim`` of the Embedding layers in the model, 2 without one);
+    None for a float input. Random frames draw ids below it."""
+    embeddings = [layer.input_dim for layer in _all_layers(model)
+                  if type(layer).__name__ == "Embedding"]
+    bound = min(embeddings) if embeddings else 2
+    return [bound if "int" in str(t.dtype) else None for t in model.inputs]
+
+
+def random_arrays(shapes, dtypes, bounds, rng) -> list:
+    """Random input arrays: standard normal floats, integers below their bound."""
+    return [rng.integers(0, bound, size=tuple(shape)).astype(dtype) if bound is not None
+            else rng.standard_normal(tuple(shape)).astype(dtype)
+            for shape, dtype, bound in zip(shapes, dtypes, bounds)]
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)

@@ -10,7 +10,9 @@ training zoo (never used to train, sample or tune it; ``collectors/data/model_sp
 - ``Pix2PixUNet64``, ``Pix2PixUNet128``: the same generator at 64x64 and 128x128;
 - ``ConvAutoencoder`` (128x128x3, stride-2 convolutions down, transposed ones up);
 - ``MobileNetLike`` (depthwise-separable blocks by hand, unusual widths, 160x160x3);
-- ``ResNetLike`` (basic blocks, widths 40-344, 192x192x3).
+- ``ResNetLike`` (basic blocks, widths 40-344, 192x192x3);
+- ``ViTTiny`` (a ViT-Ti/16-like encoder from Keras layers, 224x224x3);
+- ``BERTTiny`` (a BERT-Tiny-like encoder over 128 tokens).
 """
 
 from __future__ import annotations
@@ -171,6 +173,55 @@ def resnet_like(input_shape=(192, 192, 3), classes=100):
     return keras.Model(inputs, outputs, name="resnet_like")
 
 
+def _encoder_block(x, heads, key_dim, ffn, layers, pre_norm):
+    """A transformer encoder block: attention and a GELU feed-forward, each with a residual
+    add, layer-normalised before (pre_norm, ViT) or after (BERT)."""
+    width = x.shape[-1]
+    h = layers.LayerNormalization(epsilon=1e-6)(x) if pre_norm else x
+    h = layers.MultiHeadAttention(heads, key_dim)(h, h)
+    x = layers.Add()([x, h])
+    x = x if pre_norm else layers.LayerNormalization(epsilon=1e-12)(x)
+    h = layers.LayerNormalization(epsilon=1e-6)(x) if pre_norm else x
+    h = layers.Dense(ffn, activation="gelu")(h)
+    h = layers.Dense(width)(h)
+    x = layers.Add()([x, h])
+    return x if pre_norm else layers.LayerNormalization(epsilon=1e-12)(x)
+
+
+def vit_tiny(input_shape=(224, 224, 3), classes=1000):
+    """A ViT-Tiny-like encoder (Dosovitskiy et al. 2021, the Ti/16 size): 16x16 patches
+    embedded by a strided Conv2D into 196 tokens of 192 features, 12 pre-norm blocks of 3
+    heads and a 768-wide GELU feed-forward, mean-pooled. No class token or position embedding
+    (an element-wise add per token): only Keras layers."""
+    keras = import_keras()
+    layers = keras.layers
+    inputs = layers.Input(input_shape)
+    x = layers.Conv2D(192, 16, strides=16)(inputs)
+    x = layers.Reshape((x.shape[1] * x.shape[2], 192))(x)
+    for _ in range(12):
+        x = _encoder_block(x, heads=3, key_dim=64, ffn=768, layers=layers, pre_norm=True)
+    x = layers.LayerNormalization(epsilon=1e-6)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(classes)(x), name="vit_tiny")
+
+
+def bert_tiny(tokens=128, vocabulary=30522, classes=2):
+    """A BERT-Tiny-like encoder (Turc et al. 2019: 2 layers, 128 features, 2 heads, a 512-wide
+    feed-forward) over 128 tokens: token and position embeddings (two integer inputs), two
+    post-norm blocks, mean-pooled into a classifier."""
+    keras = import_keras()
+    layers = keras.layers
+    ids = layers.Input((tokens,), dtype="int32", name="token_ids")
+    positions = layers.Input((tokens,), dtype="int32", name="positions")
+    x = layers.Add()([layers.Embedding(vocabulary, 128)(ids),
+                      layers.Embedding(512, 128)(positions)])
+    x = layers.LayerNormalization(epsilon=1e-12)(x)
+    for _ in range(2):
+        x = _encoder_block(x, heads=2, key_dim=64, ffn=512, layers=layers, pre_norm=False)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model([ids, positions], layers.Dense(classes)(x), name="bert_tiny")
+
+
 ZOO = {
     "AlexNet": alexnet,
     "SqueezeNet": squeezenet,
@@ -181,4 +232,6 @@ ZOO = {
     "ConvAutoencoder": conv_autoencoder,
     "MobileNetLike": mobilenet_like,
     "ResNetLike": resnet_like,
+    "ViTTiny": vit_tiny,
+    "BERTTiny": bert_tiny,
 }
