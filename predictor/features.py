@@ -565,7 +565,9 @@ def _einsum_dense(ins, outs, cfg) -> float:
     letters = subscripts.replace("...", "")
     sizes = dict(zip(letters, ins[0][len(ins[0]) - len(letters):]))
     contracted = math.prod(sizes[c] for c in letters if c not in result)
-    return 2 * math.prod(outs[0]) * contracted + _bias_and_activation(math.prod(outs[0]), cfg)
+    out = math.prod(outs[0])
+    bias = out if cfg.get("bias_axes") else 0  # EinsumDense names its bias axes, not use_bias
+    return 2 * out * contracted + bias + _bias_and_activation(out, cfg)
 
 
 #: FLOPs rule per layer type (element-wise types are in ELEMENTWISE_OPS_PER_ELEMENT).

@@ -6,7 +6,7 @@ import pytest
 
 from dnnsplit.predictor.model_graph import TaskGraph
 from dnnsplit.predictor.errors import ModelLoadError, SpecError
-from dnnsplit.predictor.model_source import application_names, load_model
+from dnnsplit.predictor.model_source import application_names, load_model, zoo_names
 
 pytestmark = pytest.mark.usefixtures("fresh_keras_session")
 
@@ -81,6 +81,18 @@ def test_application_graph_matches_keras_config(name):
     for u, v, data in tg.graph.edges(data=True):
         assert data["bytes"] == tg.graph.nodes[u]["output_bytes"]  # single-output layers
     assert tg.flops > 0
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_zoo_model_has_a_modelled_graph_matching_keras(name):
+    """The project's own models (training and held-out) build by name, every layer has a
+    FLOPs rule, and the graph is the one Keras records."""
+    model = load_model(name)
+    tg = TaskGraph.from_keras(model)
+    ref_nodes, ref_edges = config_graph(model)
+    assert set(tg.graph.nodes) == ref_nodes and set(tg.graph.edges) == ref_edges
+    assert tg.unmodelled == [] and tg.params == model.count_params() and tg.flops > 0
+    assert len(tg.input_nodes) == len(model.inputs)
 
 
 def test_convnext_residual_adds_are_nodes():
