@@ -39,9 +39,15 @@ MAX_STATES = 2_000_000
 #: The throughput search gives up beyond this many search nodes.
 MAX_SEARCH_NODES = 50_000_000
 #: Throughput: seconds of exact search before a graph counts as too wide for it (every
-#: keras.applications model but the NASNets is solved in well under this); the answer then
-#: is the best split along one topological order, with the lower bound the search proved.
+#: keras.applications model but the NASNets is solved in well under this); the rest of the
+#: time limit then goes to :func:`dnnsplit.partition.balanced.balanced` and
+#: :func:`dnnsplit.partition.pipeline_milp.pipeline_milp` (see :func:`_wide_throughput`).
 THROUGHPUT_EXACT_S = 0.5
+#: Wide throughput: the share of the remaining time given to the heuristic's local moves
+#: (at most HEURISTIC_MAX_S), and the relative gap at which the MILP stops.
+HEURISTIC_SHARE = 0.15
+HEURISTIC_MAX_S = 1.0
+WIDE_GAP = 1e-4
 #: The throughput search's target period rises by this factor per pass (see ``run``).
 TARGET_GROWTH = 1.2
 
@@ -68,14 +74,15 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     """Exact optimum of ``objective`` ('latency' or 'throughput') for any number of devices.
 
     When the graph is too wide for the exact search, the solution says so (``exact`` False or
-    a ``note``): for **throughput** (no proof within :data:`THROUGHPUT_EXACT_S`) it is the
-    best split along one topological order, with the lower bound the search proved and the
-    gap; for **latency** with k > 2 and a frontier too wide for the k-device DP it is the best
-    plan over the first device and one other (exact 2-device DPs); for latency on 2 devices
-    the minimum s-t cut (exact, milliseconds); otherwise (more than ``max_states`` live
-    states, or longer than ``time_limit_s``) it comes from :func:`dnnsplit.partition.milp.milp` with
-    ``fallback_time_s``, ``exact`` being HiGHS's proof status. With ``fallback_time_s=None``
-    dp raises :class:`PlanError` instead.
+    a ``note``): for **throughput** (no proof within :data:`THROUGHPUT_EXACT_S`) the
+    balanced heuristic's plan, improved by the pipeline MILP within the rest of
+    ``time_limit_s`` (the whole call's budget), with the proven lower bound and gap (exact
+    only when proven); for **latency** with k > 2 and a frontier too wide for the k-device
+    DP it is the best plan over the first device and one other (exact 2-device DPs); for
+    latency on 2 devices the minimum s-t cut (exact, milliseconds); otherwise (more than
+    ``max_states`` live states, or longer than ``time_limit_s``) it comes from
+    :func:`dnnsplit.partition.milp.milp` with ``fallback_time_s``, ``exact`` being HiGHS's
+    proof status. With ``fallback_time_s=None`` dp raises :class:`PlanError` instead.
     """
     ip = problem.indexed
     if objective not in ("latency", "throughput"):
@@ -116,7 +123,7 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
                 except _TooWide:
                     if fallback_time_s is None:
                         raise
-                    return _split_along_order(ip, search, deadline, elapsed)
+                    return _wide_throughput(problem, search, deadline, elapsed)
         except _TooWide as exc:
             if fallback_time_s is None:
                 raise PlanError(f"exact dp gave up: {exc}") from None
@@ -139,19 +146,36 @@ def dp(problem: Problem, objective: str, max_states: int = MAX_STATES,
     return Solution("dp", objective, tuple(devices), value, elapsed(), exact=True, states=states)
 
 
-def _split_along_order(ip: IndexedProblem, search: "_PipelineSearch",
-                       deadline: float | None, elapsed) -> Solution:
-    """Throughput on a graph too wide for the exact search: the best split along the
-    low-frontier order, with the lower bound the exact search had proven (its last target)."""
-    along = _OrderSearch(ip, low_frontier_order(ip), deadline)
-    devices, states = along.run()
-    value = objective_value(evaluate_indexed(ip, devices), "throughput")
+def _wide_throughput(problem: Problem, search: "_PipelineSearch", deadline: float | None,
+                     elapsed) -> Solution:
+    """Throughput on a graph too wide for the exact search: the balanced heuristic's plan,
+    then the pipeline MILP bounded by it, until ``deadline``; exact only when proven."""
+    from dnnsplit.partition.balanced import balanced
+    from dnnsplit.partition.pipeline_milp import pipeline_milp
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.perf_counter())
+
+    remaining = left()
+    moves = HEURISTIC_MAX_S if remaining is None else min(HEURISTIC_MAX_S,
+                                                          HEURISTIC_SHARE * remaining)
+    heuristic = balanced(problem, "throughput", time_limit_s=moves)
     lower = search.proven_lower
-    return Solution("dp", "throughput", tuple(devices), value, elapsed(), exact=False,
-                    states=search.nodes + states, lower_bound=lower,
-                    note=f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} "
-                         "s): best split along one topological order (the low-frontier "
-                         "order); " + bound_note(value, lower))
+    reason = f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} s)"
+    if heuristic.value > lower * (1 + WIDE_GAP):
+        answer = pipeline_milp(problem, time_limit_s=left(), incumbent=heuristic.assignment,
+                               gap=WIDE_GAP, lower_bound=lower)
+        source = ("the balanced heuristic's plan" if answer.value >= heuristic.value
+                  else "the pipeline MILP's plan")
+        return Solution("dp", "throughput", answer.assignment, answer.value, elapsed(),
+                        exact=answer.exact, states=search.nodes + answer.states,
+                        lower_bound=answer.lower_bound,
+                        note=f"{reason}: {source} (heuristic, then MILP), {answer.note}")
+    return Solution("dp", "throughput", heuristic.assignment, heuristic.value, elapsed(),
+                    exact=heuristic.value <= lower * (1 + 1e-9), states=search.nodes,
+                    lower_bound=min(lower, heuristic.value),
+                    note=f"{reason}: the balanced heuristic's plan, "
+                         + bound_note(heuristic.value, min(lower, heuristic.value)))
 
 
 # --- latency ----------------------------------------------------------------------------------
@@ -514,48 +538,6 @@ class _PipelineSearch:
             # running sums; dp() recomputes the value of the final assignment exactly
             self.best_value = value
             self.best = [d if d >= 0 else last for d in self.dev]
-
-
-class _OrderSearch(_PipelineSearch):
-    """The same search restricted to splits along one topological order: each device holds a
-    contiguous piece of ``order``. Exact over those splits, not over all chains of downsets."""
-
-    def __init__(self, ip: IndexedProblem, order: list[int], deadline: float | None = None):
-        super().__init__(ip, deadline)
-        self.order = [v for v in order if not ip.is_input[v]]
-        k, m = ip.k, len(self.order)
-        # suffix_bound[i][p]: order[p:] on their cheapest devices after i, shared by those
-        self.suffix_bound = []
-        for i in range(k):
-            bound = [0.0] * (m + 1)
-            if i < k - 1:
-                for p in range(m - 1, -1, -1):
-                    v = self.order[p]
-                    bound[p] = bound[p + 1] + min(ip.compute[v][i + 1:]) / (k - 1 - i)
-            self.suffix_bound.append(bound)
-
-    def _root(self, available: list[int]) -> int:
-        return 0
-
-    def _stage(self, i: int, pos: int, current: float) -> None:  # type: ignore[override]
-        if i == self.ip.k - 1:
-            self._last_stage(current)
-            return
-        self._extend(i, pos, current)
-
-    def _extend(self, i: int, pos: int, current: float) -> None:
-        self._count_node()
-        if current >= self.best_value:
-            return
-        if pos < len(self.order):  # device i also takes the next node of the order
-            v = self.order[pos]
-            undo = self._assign(v, i)
-            new_current = self._stage_max(i, current)
-            if new_current < self.best_value:
-                self._extend(i, pos + 1, new_current)
-            self._unassign(v, undo)
-        if self.suffix_bound[i][pos] < self.best_value:  # or its piece ends here
-            self._stage(i + 1, pos, current)
 
 
 def _descendant_work(ip: IndexedProblem) -> list[list[float]]:

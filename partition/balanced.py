@@ -1,0 +1,312 @@
+"""Fast pipeline plans for throughput on graphs too wide for exact search: balanced splits of
+several topological orders, improved by moving single nodes between stages.
+
+For one topological order and a target period P, the **greedy fill** gives device 0 the
+longest prefix of the order whose compute and links stay within P, device 1 the next piece,
+and so on (the last device takes the rest). Without link costs this decides exactly whether
+the order has a contiguous split of period <= P (each device's piece can only grow by
+starting earlier); with them it is a heuristic. A bisection on P finds the smallest period
+the greedy reaches. The orders tried: the problem's own node order, the low-frontier order
+of :mod:`dnnsplit.partition.dp`, a depth-first order (branches stay together), a level order
+(longest path from an input) and an earliest-start order (compute on each node's cheapest
+device along the longest path), so that at least one keeps parallel branches apart and one
+keeps them together.
+
+**Local moves** then take the best split and repeatedly move one node of the bottleneck
+(the busiest device, or an end of the busiest link) to another device its predecessors and
+successors allow (the assignment stays a pipeline), while the loads sorted from the largest
+fall lexicographically. The answer is never worse than the best split of any single order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import IndexedProblem, PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
+
+#: The bisection on the period stops when its bracket is this tight (relative).
+BISECTION_TOLERANCE = 1e-4
+#: Default seconds of local moves after the splits.
+MOVE_TIME_S = 1.0
+
+
+def balanced(problem: Problem, objective: str = "throughput",
+             time_limit_s: float | None = None) -> Solution:
+    """The best balanced split of several orders, improved by local moves (throughput)."""
+    if objective != "throughput":
+        raise PlanError("balanced plans pipelines: use it with --objective throughput")
+    ip = problem.indexed
+    with stopwatch() as elapsed:
+        devices, value, tried = best_order_split(ip)
+        moves = MOVE_TIME_S if time_limit_s is None else max(0.0, time_limit_s - elapsed() / 1000)
+        devices, steps = improve_by_moves(ip, devices, time.perf_counter() + moves)
+        value = objective_value(evaluate_indexed(ip, devices), "throughput")
+    return Solution("balanced", "throughput", tuple(devices), value, elapsed(), exact=False,
+                    states=tried + steps,
+                    note="heuristic: best balanced split of 5 topological orders, then "
+                         "local moves")
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+def candidate_orders(ip: IndexedProblem) -> list[list[int]]:
+    """The topological orders the splits are tried along (see the module docstring)."""
+    from dnnsplit.partition.dp import low_frontier_order
+
+    orders = [list(range(ip.n)), low_frontier_order(ip), _depth_first_order(ip)]
+    depth = [0] * ip.n
+    start = [0.0] * ip.n
+    for v in range(ip.n):  # index order is topological
+        for u in ip.preds[v]:
+            depth[v] = max(depth[v], depth[u] + 1)
+            start[v] = max(start[v], start[u] + min(ip.compute[u]))
+    orders.append(_priority_order(ip, lambda v: (depth[v], v)))
+    orders.append(_priority_order(ip, lambda v: (start[v], v)))
+    unique = []
+    for order in orders:
+        if order not in unique:
+            unique.append(order)
+    return unique
+
+
+def _priority_order(ip: IndexedProblem, key) -> list[int]:
+    """The topological order that always takes the available node of smallest ``key``."""
+    missing = [len(p) for p in ip.preds]
+    heap = [(key(v), v) for v in range(ip.n) if missing[v] == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, v = heapq.heappop(heap)
+        order.append(v)
+        for w in ip.succs[v]:
+            missing[w] -= 1
+            if missing[w] == 0:
+                heapq.heappush(heap, (key(w), w))
+    return order
+
+
+def _depth_first_order(ip: IndexedProblem) -> list[int]:
+    """Take the most recently enabled node first: a branch is finished before the next."""
+    missing = [len(p) for p in ip.preds]
+    stack = sorted((v for v in range(ip.n) if missing[v] == 0), reverse=True)
+    order = []
+    while stack:
+        v = stack.pop()
+        order.append(v)
+        for w in sorted(ip.succs[v], reverse=True):
+            missing[w] -= 1
+            if missing[w] == 0:
+                stack.append(w)
+    return order
+
+
+# --- splits along an order --------------------------------------------------------------------
+
+
+def greedy_fill(ip: IndexedProblem, order: list[int], period: float) -> list[int]:
+    """Each device takes the longest next piece of ``order`` within ``period`` (compute, its
+    call overhead, the links into it and its returns); the last device takes the rest."""
+    k = ip.k
+    dev = [-1] * ip.n
+    load = [0.0] * k
+    used = [False] * k
+    link = [[0.0] * k for _ in range(k)]
+    sent = [0] * ip.n
+    i = 0
+    for v in order:
+        if ip.is_input[v]:
+            dev[v] = 0
+            continue
+        while True:
+            if i == k - 1 or _fits(ip, dev, load, used, link, sent, v, i, period):
+                break
+            i += 1
+        _place(ip, dev, load, used, link, sent, v, i)
+    return dev
+
+
+def _fits(ip, dev, load, used, link, sent, v, i, period) -> bool:
+    if load[i] + ip.compute[v][i] + (0.0 if used[i] else ip.overhead[i]) > period:
+        return False
+    extra: dict[int, float] = {}
+    for u in ip.preds[v]:
+        a = dev[u]
+        if a != i and not sent[u] >> i & 1:
+            extra[a] = extra.get(a, 0.0) + ip.transfer[u][a][i]
+    if any(link[a][i] + t > period for a, t in extra.items()):
+        return False
+    return not (ip.is_output[v] and i != 0 and link[i][0] + ip.transfer[v][i][0] > period)
+
+
+def _place(ip, dev, load, used, link, sent, v, i) -> None:
+    if not used[i]:
+        load[i] += ip.overhead[i]
+        used[i] = True
+    dev[v] = i
+    load[i] += ip.compute[v][i]
+    for u in ip.preds[v]:
+        a = dev[u]
+        if a != i and not sent[u] >> i & 1:
+            link[a][i] += ip.transfer[u][a][i]
+            sent[u] |= 1 << i
+    if ip.is_output[v] and i != 0:
+        link[i][0] += ip.transfer[v][i][0]
+
+
+def order_split(ip: IndexedProblem, order: list[int]) -> tuple[list[int], float, int]:
+    """The best greedy split of ``order`` over a bisection on the period: (devices, period,
+    greedy fills tried)."""
+    cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
+    low = max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
+    best = greedy_fill(ip, order, float("inf"))  # everything on the first device
+    best_value = objective_value(evaluate_indexed(ip, best), "throughput")
+    high, tried = best_value, 1
+    while high > low * (1 + BISECTION_TOLERANCE) and high > 0:
+        middle = (low + high) / 2
+        devices = greedy_fill(ip, order, middle)
+        tried += 1
+        value = objective_value(evaluate_indexed(ip, devices), "throughput")
+        if value < best_value:
+            best, best_value = devices, value
+        if value <= middle:
+            high = middle
+        else:
+            low = middle
+    return best, best_value, tried
+
+
+def best_order_split(ip: IndexedProblem) -> tuple[list[int], float, int]:
+    """The best of :func:`order_split` over :func:`candidate_orders`."""
+    best, best_value, tried = None, float("inf"), 0
+    for order in candidate_orders(ip):
+        devices, value, count = order_split(ip, order)
+        tried += count
+        if value < best_value:
+            best, best_value = devices, value
+    return best, best_value, tried
+
+
+# --- local moves ------------------------------------------------------------------------------
+
+
+class _Loads:
+    """Device and link loads of a pipeline assignment, updated one move at a time."""
+
+    def __init__(self, ip: IndexedProblem, devices: list[int]):
+        self.ip = ip
+        k = ip.k
+        self.dev = list(devices)
+        self.count = [[0] * k for _ in range(ip.n)]  # consumers of u per device
+        self.size = [0] * k  # non-input nodes per device
+        self.load = [0.0] * k
+        self.link = [[0.0] * k for _ in range(k)]
+        for v in range(ip.n):
+            for w in ip.succs[v]:
+                self.count[v][self.dev[w]] += 1
+            if ip.is_output[v]:
+                self.count[v][0] += 1
+        for v in range(ip.n):
+            d = self.dev[v]
+            self.load[d] += ip.compute[v][d]
+            if not ip.is_input[v]:
+                self.size[d] += 1
+            for b in range(k):
+                if b != d and self.count[v][b]:
+                    self.link[d][b] += ip.transfer[v][d][b]
+        for d in range(k):
+            if self.size[d]:
+                self.load[d] += ip.overhead[d]
+
+    def key(self) -> list[float]:
+        """Every load, largest first (compared lexicographically)."""
+        return sorted(self.load + [x for row in self.link for x in row], reverse=True)
+
+    def move(self, v: int, j: int) -> None:
+        ip, k = self.ip, self.ip.k
+        i = self.dev[v]
+        for b in range(k):  # v's own tensor now leaves from j
+            if self.count[v][b]:
+                if b != i:
+                    self.link[i][b] -= ip.transfer[v][i][b]
+                if b != j:
+                    self.link[j][b] += ip.transfer[v][j][b]
+        for u in ip.preds[v]:  # its inputs now go to j
+            a = self.dev[u]
+            self.count[u][i] -= 1
+            if self.count[u][i] == 0 and a != i:
+                self.link[a][i] -= ip.transfer[u][a][i]
+            if self.count[u][j] == 0 and a != j:
+                self.link[a][j] += ip.transfer[u][a][j]
+            self.count[u][j] += 1
+        self.load[i] -= ip.compute[v][i]
+        self.load[j] += ip.compute[v][j]
+        self.size[i] -= 1
+        if self.size[i] == 0:
+            self.load[i] -= ip.overhead[i]
+        if self.size[j] == 0:
+            self.load[j] += ip.overhead[j]
+        self.size[j] += 1
+        self.dev[v] = j
+
+    def allowed(self, v: int) -> range:
+        """The devices v may move to with every edge still going forward."""
+        ip = self.ip
+        low = max((self.dev[u] for u in ip.preds[v]), default=0)
+        high = min((self.dev[w] for w in ip.succs[v]), default=ip.k - 1)
+        return range(low, high + 1)
+
+    def bottleneck_nodes(self) -> list[int]:
+        """Nodes of the busiest device, or at the ends of the busiest link."""
+        ip, k = self.ip, self.ip.k
+        d = max(range(k), key=lambda x: self.load[x])
+        pairs = [(a, b) for a in range(k) for b in range(k)]
+        a, b = max(pairs, key=lambda pair: self.link[pair[0]][pair[1]])
+        if self.link[a][b] > self.load[d]:
+            return [v for v in range(ip.n) if not ip.is_input[v]
+                    and ((self.dev[v] == a and self.count[v][b])
+                         or (self.dev[v] == b and any(self.dev[u] == a for u in ip.preds[v])))]
+        return [v for v in range(ip.n) if self.dev[v] == d and not ip.is_input[v]]
+
+
+def _smaller(a: list[float], b: list[float], tolerance: float = 1e-9) -> bool:
+    """``a`` < ``b`` lexicographically, entries within ``tolerance`` (relative to the largest
+    load) counting as equal: rounding after a move and its undo is no improvement."""
+    scale = tolerance * max(b[0] if b else 0.0, 1e-12)
+    for x, y in zip(a, b):
+        if x < y - scale:
+            return True
+        if x > y + scale:
+            return False
+    return False
+
+
+def improve_by_moves(ip: IndexedProblem, devices: list[int],
+                     deadline: float) -> tuple[list[int], int]:
+    """Move single bottleneck nodes while the sorted loads fall (see the module docstring)."""
+    if ip.k < 2:
+        return devices, 0
+    state = _Loads(ip, devices)
+    current = state.key()
+    steps = 0
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        for v in state.bottleneck_nodes():
+            i = state.dev[v]
+            for j in state.allowed(v):
+                if j == i:
+                    continue
+                state.move(v, j)
+                steps += 1
+                candidate = state.key()
+                if _smaller(candidate, current):
+                    current, improved = candidate, True
+                    break
+                state.move(v, i)
+            if improved or time.perf_counter() >= deadline:
+                break
+    return state.dev, steps

@@ -1,0 +1,263 @@
+"""Throughput as a mixed-integer program over cumulative stage variables (SciPy's HiGHS), for
+wide graphs and many devices; warm-bounded by a heuristic plan.
+
+Variables: ``s[v,d]`` (binary, d < k - 1): node v runs on device d or an earlier one, so
+``s[v,d] <= s[v,d+1]`` and v is on device d exactly when ``x[v,d] = s[v,d] - s[v,d-1] = 1``
+(``s[v,-1] = 0``, ``s[v,k-1] = 1``); inputs are on device 0. A pipeline's edges go forward:
+for an edge u -> v, ``s[v,d] <= s[u,d]``. ``P`` is the period:
+
+- device d: ``sum_v compute[v][d] x[v,d] + overhead[d] w[d] <= P`` with ``w[d] >= x[v,d]``;
+- link a -> b (a < b): ``sum_u transfer[u][a][b] z[u,a,b] <= P`` where
+  ``z[u,a,b] >= x[u,a] + m[u,b] - 1`` and ``m[u,b] >= x[v,b]`` for each consumer v (u's
+  tensor is needed on b; for one consumer, m is that consumer's x); the return link b -> 0
+  carries each output on b: ``sum_u transfer[u][b][0] x[u,b] <= P``.
+
+Reductions that keep it exact: a link whose every transfer together stays below a proven
+lower bound on the period can never be the bottleneck and is left out (with free links the
+program has no z at all); ``P <= incumbent`` cuts off everything worse than the plan already
+in hand; when devices d and d+1 (d >= 1) are identical, in compute, overhead and links, d+1
+runs nothing unless d runs something (``u[d]`` binary), which removes the copies of a plan
+that leave a different one of them empty. HiGHS's dual bound is a proven lower bound on the
+optimum; the answer is exact only when HiGHS proves it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp as scipy_milp
+from scipy.sparse import coo_matrix
+
+from dnnsplit.partition.cost import evaluate_indexed, objective_value
+from dnnsplit.partition.problem import IndexedProblem, PlanError, Problem
+from dnnsplit.partition.solution import Solution, stopwatch
+
+#: Relative gap at which HiGHS stops by default: exact up to rounding.
+EXACT_GAP = 1e-6
+
+
+def period_lower_bound(ip: IndexedProblem) -> float:
+    """No period is below one node's cheapest time, nor below the work on the cheapest devices
+    shared by all of them (inputs cost nothing)."""
+    cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
+    return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
+
+
+def pipeline_milp(problem: Problem, objective: str = "throughput",
+                  time_limit_s: float | None = None, incumbent: tuple[int, ...] | None = None,
+                  gap: float = EXACT_GAP, lower_bound: float = 0.0) -> Solution:
+    """Minimum period over pipeline assignments (see the module docstring).
+
+    ``incumbent``: a pipeline assignment to beat (returned if HiGHS finds nothing better);
+    ``lower_bound``: a period already proven unreachable below (it prunes links); ``gap``:
+    HiGHS stops when its answer is proven within this relative gap.
+    """
+    if objective != "throughput":
+        raise PlanError("pipeline_milp plans pipelines: use it with --objective throughput")
+    ip = problem.indexed
+    with stopwatch() as elapsed:
+        program = _Program(ip, incumbent, max(lower_bound, period_lower_bound(ip)))
+        result = program.solve(time_limit_s, gap)
+        devices, value = program.best(result)
+        bound = getattr(result, "mip_dual_bound", None)
+        proven = bound if result.status in (0, 1) and bound is not None else 0.0
+        lower = min(value, max(program.lower, float(proven)))
+        exact = value - lower <= EXACT_GAP * value
+        if exact:
+            lower = value
+    gap_now = (value - lower) / value if value > 0 else 0.0
+    reason = {0: "stopped at the gap asked", 1: "time limit reached"}.get(
+        result.status, f"HiGHS: {result.message}")
+    note = ("proven optimal" if exact else
+            f"{reason}: the optimum is at least {lower:.4g} ms, a gap of at most {gap_now:.2%}")
+    return Solution("pipeline-milp", "throughput", tuple(devices), value, elapsed(),
+                    exact=exact, states=int(getattr(result, "mip_node_count", 0) or 0),
+                    note=note, lower_bound=lower)
+
+
+class _Program:
+    """The matrices of the program, built once."""
+
+    def __init__(self, ip: IndexedProblem, incumbent, lower: float):
+        self.ip, self.lower = ip, lower
+        n, k = ip.n, ip.k
+        self.incumbent = list(incumbent) if incumbent is not None else [0] * n
+        self.upper = objective_value(evaluate_indexed(ip, self.incumbent), "throughput")
+        if not np.isfinite(self.upper):
+            raise PlanError("the incumbent is not a pipeline (an edge goes backwards)")
+        self.cols = 0
+        self.rows: list[int] = []
+        self.cols_of: list[int] = []
+        self.vals: list[float] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+        self.integer: list[int] = []
+        self.free = [v for v in range(n) if not ip.is_input[v]]
+        # s[v][d] column for d < k - 1; inputs have none (always on device 0)
+        self.s = {v: [self._var(integer=True) for _ in range(k - 1)] for v in self.free}
+        self.P = self._var()
+        for v in self.free:
+            for d in range(k - 2):
+                self._row([(self.s[v][d], 1.0), (self.s[v][d + 1], -1.0)], -np.inf, 0.0)
+            for u in ip.preds[v]:
+                if u in self.s:
+                    for d in range(k - 1):
+                        self._row([(self.s[v][d], 1.0), (self.s[u][d], -1.0)], -np.inf, 0.0)
+        self._devices()
+        self._links()
+        self._symmetry()
+        self._row([(self.P, 1.0)], -np.inf, self.upper * (1 + 1e-9))
+
+    # building blocks
+    def _var(self, integer: bool = False) -> int:
+        self.cols += 1
+        self.integer.append(1 if integer else 0)
+        return self.cols - 1
+
+    def _row(self, entries, lower: float, upper: float) -> None:
+        row = len(self.lo)
+        for col, val in entries:
+            self.rows.append(row)
+            self.cols_of.append(col)
+            self.vals.append(val)
+        self.lo.append(lower)
+        self.hi.append(upper)
+
+    def x(self, v: int, d: int) -> tuple[list[tuple[int, float]], float]:
+        """x[v,d] as (terms, constant)."""
+        k = self.ip.k
+        if v not in self.s:
+            return [], 1.0 if d == 0 else 0.0
+        terms = []
+        constant = 0.0
+        if d < k - 1:
+            terms.append((self.s[v][d], 1.0))
+        else:
+            constant = 1.0
+        if d > 0:
+            terms.append((self.s[v][d - 1], -1.0))
+        return terms, constant
+
+    def _devices(self) -> None:
+        ip = self.ip
+        for d in range(ip.k):
+            entries, constant = [], 0.0
+            for v in self.free:
+                terms, c = self.x(v, d)
+                entries += [(col, val * ip.compute[v][d]) for col, val in terms]
+                constant += c * ip.compute[v][d]
+            if ip.overhead[d] > 0:
+                w = self._var()
+                entries.append((w, ip.overhead[d]))
+                for v in self.free:
+                    terms, c = self.x(v, d)
+                    self._row([(w, 1.0)] + [(col, -val) for col, val in terms], c, np.inf)
+            self._row(_merge(entries + [(self.P, -1.0)]), -np.inf, -constant)
+
+    def _links(self) -> None:
+        ip, k = self.ip, self.ip.k
+        senders = [u for u in range(ip.n) if ip.succs[u]]
+        for b in range(1, k):  # returns of outputs on b to device 0
+            if sum(ip.transfer[u][b][0] for u in range(ip.n) if ip.is_output[u]) <= self.lower:
+                continue
+            entries, constant = [], 0.0
+            for u in (u for u in range(ip.n) if ip.is_output[u]):
+                terms, c = self.x(u, b)
+                entries += [(col, val * ip.transfer[u][b][0]) for col, val in terms]
+                constant += c * ip.transfer[u][b][0]
+            self._row(_merge(entries + [(self.P, -1.0)]), -np.inf, -constant)
+        needed: dict[tuple[int, int], list] = {}
+        for a in range(k - 1):
+            for b in range(a + 1, k):
+                if sum(ip.transfer[u][a][b] for u in senders) <= self.lower:
+                    continue  # never the bottleneck
+                entries = []
+                for u in senders:
+                    t = ip.transfer[u][a][b]
+                    if t <= 0:
+                        continue
+                    z = self._var()
+                    xu, cu = self.x(u, a)
+                    if (u, b) not in needed:
+                        needed[(u, b)] = self._needed(u, b)
+                    mb, cb = needed[(u, b)]
+                    # z >= x[u,a] + m[u,b] - 1
+                    self._row([(z, 1.0)] + [(c, -v) for c, v in xu + mb], cu + cb - 1, np.inf)
+                    entries.append((z, t))
+                self._row(entries + [(self.P, -1.0)], -np.inf, 0.0)
+
+    def _needed(self, u: int, b: int) -> tuple[list[tuple[int, float]], float]:
+        """m[u,b]: u's tensor is needed on device b (terms, constant)."""
+        consumers = self.ip.succs[u]
+        if len(consumers) == 1:
+            return self.x(consumers[0], b)
+        m = self._var()
+        for v in consumers:
+            terms, c = self.x(v, b)
+            self._row([(m, 1.0)] + [(col, -val) for col, val in terms], c, np.inf)
+        return [(m, 1.0)], 0.0
+
+    def _symmetry(self) -> None:
+        ip, k = self.ip, self.ip.k
+        for d in range(1, k - 1):
+            if not _identical(ip, d, d + 1):
+                continue
+            used = self._var(integer=True)
+            entries = [(used, 1.0)]
+            for v in self.free:  # used[d] <= sum_v x[v,d]
+                terms, c = self.x(v, d)
+                entries += [(col, -val) for col, val in terms]
+                if c:
+                    return  # cannot happen for d >= 1 < k - 1; keep the program valid
+            self._row(_merge(entries), -np.inf, 0.0)
+            for v in self.free:  # x[v,d+1] <= used[d]
+                terms, c = self.x(v, d + 1)
+                self._row(terms + [(used, -1.0)], -np.inf, -c)
+
+    def solve(self, time_limit_s: float | None, gap: float):
+        cost = np.zeros(self.cols)
+        cost[self.P] = 1.0
+        matrix = coo_matrix((self.vals, (self.rows, self.cols_of)),
+                            shape=(len(self.lo), self.cols)).tocsr()
+        upper = np.ones(self.cols)
+        upper[self.P] = np.inf
+        options = {"disp": False, "mip_rel_gap": gap}
+        if time_limit_s is not None:
+            options["time_limit"] = max(0.01, float(time_limit_s))
+        return scipy_milp(cost, constraints=LinearConstraint(matrix, self.lo, self.hi),
+                          integrality=np.array(self.integer), bounds=Bounds(0, upper),
+                          options=options)
+
+    def best(self, result) -> tuple[list[int], float]:
+        """The program's assignment if it beats the incumbent (recomputed exactly)."""
+        ip = self.ip
+        best, best_value = self.incumbent, self.upper
+        if result.x is not None:
+            devices = [0] * ip.n
+            for v in self.free:
+                devices[v] = next((d for d in range(ip.k - 1) if result.x[self.s[v][d]] > 0.5),
+                                  ip.k - 1)
+            value = objective_value(evaluate_indexed(ip, devices), "throughput")
+            if value < best_value:
+                best, best_value = devices, value
+        return best, best_value
+
+
+def _merge(entries: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Sum coefficients of repeated columns."""
+    merged: dict[int, float] = {}
+    for col, val in entries:
+        merged[col] = merged.get(col, 0.0) + val
+    return list(merged.items())
+
+
+def _identical(ip: IndexedProblem, d: int, e: int) -> bool:
+    """Devices d and e are interchangeable: same compute, overhead and links to the others."""
+    if ip.overhead[d] != ip.overhead[e]:
+        return False
+    if any(ip.compute[v][d] != ip.compute[v][e] for v in range(ip.n)):
+        return False
+    others = [c for c in range(ip.k) if c not in (d, e)]
+    return all(ip.transfer[u][d][c] == ip.transfer[u][e][c]
+               and ip.transfer[u][c][d] == ip.transfer[u][c][e]
+               and ip.transfer[u][d][e] == ip.transfer[u][e][d]
+               for u in range(ip.n) for c in others)
