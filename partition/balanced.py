@@ -1,21 +1,25 @@
 """Fast pipeline plans for throughput on graphs too wide for exact search: balanced splits of
-several topological orders, improved by moving single nodes between stages.
+several topological orders, improved by moving nodes between stages.
 
 For one topological order and a target period P, the **greedy fill** gives device 0 the
 longest prefix of the order whose compute and links stay within P, device 1 the next piece,
 and so on (the last device takes the rest). Without link costs this decides exactly whether
 the order has a contiguous split of period <= P (each device's piece can only grow by
-starting earlier); with them it is a heuristic. A bisection on P finds the smallest period
-the greedy reaches. The orders tried: the problem's own node order, the low-frontier order
-of :mod:`dnnsplit.partition.dp`, a depth-first order (branches stay together), a level order
+starting earlier); with them it is a heuristic. The **first fit** instead puts each node on
+the first device, from its predecessors' last one, where it still fits (a heavy node does not
+close a device half full). A bisection on P finds the smallest period each reaches. The
+orders tried: the problem's own node order, the low-frontier order of
+:mod:`dnnsplit.partition.dp`, a depth-first order (branches stay together), a level order
 (longest path from an input) and an earliest-start order (compute on each node's cheapest
 device along the longest path), so that at least one keeps parallel branches apart and one
 keeps them together.
 
 **Local moves** then take the best split and repeatedly move one node of the bottleneck
 (the busiest device, or an end of the busiest link) to another device its predecessors and
-successors allow (the assignment stays a pipeline), while the loads sorted from the largest
-fall lexicographically. The answer is never worse than the best split of any single order.
+successors allow, or move it together with its descendants on its device to the next device
+(or with its ancestors there to the previous one), so that the assignment stays a pipeline,
+while the loads sorted from the largest fall lexicographically. The answer is never worse
+than the best split of any of the orders.
 """
 
 from __future__ import annotations
@@ -129,6 +133,28 @@ def greedy_fill(ip: IndexedProblem, order: list[int], period: float) -> list[int
     return dev
 
 
+def first_fit(ip: IndexedProblem, order: list[int], period: float) -> list[int]:
+    """Each node of ``order`` goes to the first device, from the last of its predecessors',
+    where it fits within ``period``; the last device takes what fits nowhere. Unlike
+    :func:`greedy_fill`, a device keeps taking nodes after a later one has started (a heavy
+    node does not close a device half full)."""
+    k = ip.k
+    dev = [-1] * ip.n
+    load = [0.0] * k
+    used = [False] * k
+    link = [[0.0] * k for _ in range(k)]
+    sent = [0] * ip.n
+    for v in order:
+        if ip.is_input[v]:
+            dev[v] = 0
+            continue
+        i = max((dev[u] for u in ip.preds[v]), default=0)
+        while i < k - 1 and not _fits(ip, dev, load, used, link, sent, v, i, period):
+            i += 1
+        _place(ip, dev, load, used, link, sent, v, i)
+    return dev
+
+
 def _fits(ip, dev, load, used, link, sent, v, i, period) -> bool:
     if load[i] + ip.compute[v][i] + (0.0 if used[i] else ip.overhead[i]) > period:
         return False
@@ -157,9 +183,10 @@ def _place(ip, dev, load, used, link, sent, v, i) -> None:
         link[i][0] += ip.transfer[v][i][0]
 
 
-def order_split(ip: IndexedProblem, order: list[int]) -> tuple[list[int], float, int]:
-    """The best greedy split of ``order`` over a bisection on the period: (devices, period,
-    greedy fills tried)."""
+def order_split(ip: IndexedProblem, order: list[int],
+                fill=greedy_fill) -> tuple[list[int], float, int]:
+    """The best split of ``order`` by ``fill`` (:func:`greedy_fill` or :func:`first_fit`)
+    over a bisection on the period: (devices, period, fills tried)."""
     cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
     low = max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
     best = greedy_fill(ip, order, float("inf"))  # everything on the first device
@@ -167,7 +194,7 @@ def order_split(ip: IndexedProblem, order: list[int]) -> tuple[list[int], float,
     high, tried = best_value, 1
     while high > low * (1 + BISECTION_TOLERANCE) and high > 0:
         middle = (low + high) / 2
-        devices = greedy_fill(ip, order, middle)
+        devices = fill(ip, order, middle)
         tried += 1
         value = objective_value(evaluate_indexed(ip, devices), "throughput")
         if value < best_value:
@@ -180,13 +207,14 @@ def order_split(ip: IndexedProblem, order: list[int]) -> tuple[list[int], float,
 
 
 def best_order_split(ip: IndexedProblem) -> tuple[list[int], float, int]:
-    """The best of :func:`order_split` over :func:`candidate_orders`."""
+    """The best of :func:`order_split` over :func:`candidate_orders`, by both fills."""
     best, best_value, tried = None, float("inf"), 0
     for order in candidate_orders(ip):
-        devices, value, count = order_split(ip, order)
-        tried += count
-        if value < best_value:
-            best, best_value = devices, value
+        for fill in (greedy_fill, first_fit):
+            devices, value, count = order_split(ip, order, fill)
+            tried += count
+            if value < best_value:
+                best, best_value = devices, value
     return best, best_value, tried
 
 
@@ -286,7 +314,9 @@ def _smaller(a: list[float], b: list[float], tolerance: float = 1e-9) -> bool:
 
 def improve_by_moves(ip: IndexedProblem, devices: list[int],
                      deadline: float) -> tuple[list[int], int]:
-    """Move single bottleneck nodes while the sorted loads fall (see the module docstring)."""
+    """Move bottleneck nodes while the sorted loads fall (see the module docstring): a node
+    alone to any device its neighbours allow, or with its descendants on its device to the
+    next device, or with its ancestors there to the previous one."""
     if ip.k < 2:
         return devices, 0
     state = _Loads(ip, devices)
@@ -296,17 +326,51 @@ def improve_by_moves(ip: IndexedProblem, devices: list[int],
     while improved and time.perf_counter() < deadline:
         improved = False
         for v in state.bottleneck_nodes():
-            i = state.dev[v]
-            for j in state.allowed(v):
-                if j == i:
-                    continue
-                state.move(v, j)
+            for group, j in _candidate_moves(ip, state, v):
+                before = [state.dev[w] for w in group]
+                for w in group:
+                    state.move(w, j)
                 steps += 1
                 candidate = state.key()
                 if _smaller(candidate, current):
                     current, improved = candidate, True
                     break
-                state.move(v, i)
+                for w, d in zip(group, before):
+                    state.move(w, d)
             if improved or time.perf_counter() >= deadline:
                 break
     return state.dev, steps
+
+
+#: A group move takes at most this many nodes along.
+MAX_GROUP = 48
+
+
+def _candidate_moves(ip: IndexedProblem, state: _Loads, v: int):
+    """(nodes, device) moves that keep the assignment a pipeline."""
+    i = state.dev[v]
+    for j in state.allowed(v):
+        if j != i:
+            yield [v], j
+    for step, neighbours in ((1, ip.succs), (-1, ip.preds)):
+        j = i + step
+        if not 0 <= j < ip.k:
+            continue
+        group = _closure(state.dev, neighbours, v, i)
+        if group is not None and len(group) > 1 and not any(ip.is_input[w] for w in group):
+            yield group, j
+
+
+def _closure(dev: list[int], neighbours, v: int, i: int) -> list[int] | None:
+    """v and every node reachable from it through ``neighbours`` on device i (None if more
+    than :data:`MAX_GROUP`)."""
+    seen = {v}
+    stack = [v]
+    while stack:
+        for w in neighbours[stack.pop()]:
+            if dev[w] == i and w not in seen:
+                seen.add(w)
+                if len(seen) > MAX_GROUP:
+                    return None
+                stack.append(w)
+    return list(seen)

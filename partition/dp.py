@@ -151,7 +151,7 @@ def _wide_throughput(problem: Problem, search: "_PipelineSearch", deadline: floa
     """Throughput on a graph too wide for the exact search: the balanced heuristic's plan,
     then the pipeline MILP bounded by it, until ``deadline``; exact only when proven."""
     from dnnsplit.partition.balanced import balanced
-    from dnnsplit.partition.pipeline_milp import pipeline_milp
+    from dnnsplit.partition.pipeline_milp import period_lower_bound, pipeline_milp
 
     def left() -> float | None:
         return None if deadline is None else max(0.0, deadline - time.perf_counter())
@@ -160,7 +160,7 @@ def _wide_throughput(problem: Problem, search: "_PipelineSearch", deadline: floa
     moves = HEURISTIC_MAX_S if remaining is None else min(HEURISTIC_MAX_S,
                                                           HEURISTIC_SHARE * remaining)
     heuristic = balanced(problem, "throughput", time_limit_s=moves)
-    lower = search.proven_lower
+    lower = max(search.proven_lower, period_lower_bound(problem.indexed))
     reason = f"graph too wide for exact dp (no proof within {THROUGHPUT_EXACT_S:g} s)"
     if heuristic.value > lower * (1 + WIDE_GAP):
         answer = pipeline_milp(problem, time_limit_s=left(), incumbent=heuristic.assignment,

@@ -24,7 +24,7 @@ optimum; the answer is exact only when HiGHS proves it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp as scipy_milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp as scipy_milp
 from scipy.sparse import coo_matrix
 
 from dnnsplit.partition.cost import evaluate_indexed, objective_value
@@ -36,10 +36,33 @@ EXACT_GAP = 1e-6
 
 
 def period_lower_bound(ip: IndexedProblem) -> float:
-    """No period is below one node's cheapest time, nor below the work on the cheapest devices
-    shared by all of them (inputs cost nothing)."""
-    cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
-    return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
+    """No period is below one node's time on its cheapest device, nor below the best spread
+    of all the work over the devices, each node split between them at will (an LP; with
+    speeds in proportion, the work on one device over the sum of their speeds)."""
+    free = [v for v in range(ip.n) if not ip.is_input[v]]
+    if not free:
+        return 0.0
+    node = max(min(ip.compute[v]) for v in free)
+    k = ip.k
+    if k == 1:
+        return sum(ip.compute[v][0] for v in free)
+    # variables y[v,d] (share of v on d) and P: minimise P, sum_d y = 1, sum_v c y <= P
+    m = len(free)
+    cost = np.zeros(m * k + 1)
+    cost[-1] = 1.0
+    rows = np.repeat(np.arange(m), k)
+    equality = coo_matrix((np.ones(m * k), (rows, np.arange(m * k))), shape=(m, m * k + 1))
+    compute = np.array([ip.compute[v] for v in free], dtype=float)  # m x k
+    cols = np.arange(m * k).reshape(m, k)
+    load_rows = np.concatenate([np.full(m, d) for d in range(k)] + [np.arange(k)])
+    load_cols = np.concatenate([cols[:, d] for d in range(k)] + [np.full(k, m * k)])
+    load_vals = np.concatenate([compute[:, d] for d in range(k)] + [-np.ones(k)])
+    loads = coo_matrix((load_vals, (load_rows, load_cols)), shape=(k, m * k + 1))
+    result = linprog(cost, A_ub=loads, b_ub=np.zeros(k), A_eq=equality, b_eq=np.ones(m),
+                     bounds=(0, None), method="highs")
+    spread = float(result.fun) * (1 - 1e-9) if result.status == 0 else sum(
+        min(row) for row in compute) / k
+    return max(node, spread)
 
 
 def pipeline_milp(problem: Problem, objective: str = "throughput",

@@ -8,7 +8,8 @@ import pytest
 
 from dnnsplit.partition import instances
 from dnnsplit.partition.balanced import (
-    balanced, best_order_split, candidate_orders, greedy_fill, improve_by_moves, order_split)
+    balanced, best_order_split, candidate_orders, first_fit, greedy_fill, improve_by_moves,
+    order_split)
 from dnnsplit.partition.cost import evaluate_indexed
 from dnnsplit.partition.dp import dp
 from dnnsplit.partition.problem import Link, PlanError
@@ -101,7 +102,20 @@ def test_moves_reach_a_balance_the_orders_miss():
 def test_best_order_split_is_the_best_over_its_orders():
     ip = instances.inception_like(4, 3, branches=4).indexed
     _, value, _ = best_order_split(ip)
-    assert math.isclose(value, min(order_split(ip, o)[1] for o in candidate_orders(ip)))
+    assert math.isclose(value, min(order_split(ip, o, fill)[1] for o in candidate_orders(ip)
+                                   for fill in (greedy_fill, first_fit)))
+
+
+@pytest.mark.parametrize("seed, k", [(s, 2 + s % 3) for s in range(30)])
+def test_first_fit_gives_pipelines_within_the_period_unless_the_last_device_overflows(seed, k):
+    problem = random_problem(seed, 10, k, n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
+    ip = problem.indexed
+    for order in candidate_orders(ip):
+        period = 1.3 * sum(map(min, ip.compute)) / k
+        devices = first_fit(ip, order, period)
+        predicted = evaluate_indexed(ip, devices)
+        assert predicted.monotone
+        assert all(load <= period + 1e-9 for load in predicted.device_ms[:-1])
 
 
 def test_refuses_the_latency_objective():
