@@ -100,3 +100,30 @@ def test_refuses_latency_and_a_backward_incumbent():
         pytest.skip("no edge between free nodes")
     with pytest.raises(PlanError, match="not a pipeline"):
         pipeline_milp(problem, incumbent=backwards)
+
+
+@pytest.mark.parametrize("seed, k", [(s, 2 + s % 3) for s in range(40)])
+def test_stage_windows_hold_every_optimal_plan(seed, k):
+    from dnnsplit.partition.pipeline_milp import stage_windows
+
+    problem = random_problem(700 + seed, 8, k, n_inputs=1 + seed % 2, call_overhead=seed % 2 == 1)
+    optimum = dp(problem, "throughput")
+    first, last = stage_windows(problem.indexed, optimum.value * (1 + 1e-9))
+    assert all(first[v] <= d <= last[v] for v, d in enumerate(optimum.assignment))
+
+
+def test_stage_windows_pin_a_chain_split_evenly():
+    """A chain of 6 unit nodes on 3 identical devices at period 2: node i (1-based) can only
+    be on device (i - 1) // 2."""
+    from dnnsplit.partition.pipeline_milp import stage_windows
+    from dnnsplit.partition.problem import Problem
+
+    nodes = ["in"] + [f"n{i}" for i in range(1, 7)]
+    devices = ["a", "b", "c"]
+    link = Link(0.0, 1e9)
+    problem = Problem.build(nodes, list(zip(nodes, nodes[1:])), devices,
+                            {n: {d: 1.0 for d in devices} for n in nodes}, {n: 4 for n in nodes},
+                            {(a, b): link for a in devices for b in devices if a != b},
+                            ["in"], ["n6"])
+    first, last = stage_windows(problem.indexed, 2.0)
+    assert first == last == [0, 0, 0, 1, 1, 2, 2]
