@@ -104,8 +104,13 @@ def plan_command(
         "`partition graph MODEL --nodes` lists the node names"),
     objective: str = typer.Option("latency", help="latency (one frame finishes soonest) or "
                                   "throughput (frames stream fastest through a pipeline)"),
-    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute or all "
-                                  "(dp, dads, neurosurgeon)"),
+    algorithm: str = typer.Option("all", help="dp, dads, neurosurgeon, milp, brute, "
+                                  "balanced, pipeline-milp or all (dp, dads, neurosurgeon)"),
+    time_limit: Optional[float] = typer.Option(
+        None, "--time-limit", metavar="S",
+        help="seconds dp (and milp, balanced, pipeline-milp) may take: a throughput plan on a "
+             "graph too wide for exact search is then the best plan found, its proven gap in "
+             "the note (default 10 s)"),
     out: Optional[str] = typer.Option(None, metavar="DIR",
                                       help="folder to write plan-<algorithm>.json into"),
     as_json: bool = typer.Option(False, "--json", help='print {"plans": [plan, ...]}'),
@@ -129,6 +134,8 @@ def plan_command(
     from dnnsplit.partition.planner import DEFAULT_ALGORITHMS, make_plans, single_device_baselines
     from dnnsplit.predictor.model_source import load_model
 
+    if time_limit is not None and not time_limit > 0:
+        raise DnnsplitError(f"--time-limit must be a number of seconds above 0, got {time_limit:g}")
     specs = [DeviceSpec.parse(d) for d in device]
     links = parse_links([d.name for d in specs], link, mbps, rtt_ms)
     table = load_costs(costs) if costs else None
@@ -151,14 +158,15 @@ def plan_command(
         if split_layer == ["auto"]:
             first, keras_model = plan_with_layer_splits(
                 keras_model,
-                lambda m: make_plans(graph_and_problem(m)[1], objective, algorithms[:1])[0])
+                lambda m: make_plans(graph_and_problem(m)[1], objective, algorithms[:1],
+                                     time_limit)[0])
             splits = first.layer_splits
         else:
             splits = parse_layer_splits(split_layer)
             keras_model = split_layers(keras_model, splits)
     tg, problem = graph_and_problem(keras_model)
     plans = [plan.with_layer_splits(splits)
-             for plan in make_plans(problem, objective, algorithms)]
+             for plan in make_plans(problem, objective, algorithms, time_limit)]
     if mbps is not None and rtt_ms is None and len(specs) > 1:
         typer.echo(f"links without --link: {mbps:g} Mbps and no --rtt-ms given, so 0 ms "
                    "latency assumed", err=True)

@@ -115,7 +115,9 @@ def pipeline_milp(problem: Problem, objective: str = "throughput",
                   gap: float = EXACT_GAP, lower_bound: float = 0.0) -> Solution:
     """Minimum period over pipeline assignments (see the module docstring).
 
-    ``incumbent``: a pipeline assignment to beat (returned if HiGHS finds nothing better);
+    ``incumbent``: a pipeline assignment to beat (returned if HiGHS finds nothing better;
+    by default the plan of :func:`dnnsplit.partition.balanced.balanced` with a tenth of the
+    time limit, at most 1 s);
     ``lower_bound``: a period already proven unreachable below (it prunes links); ``gap``:
     HiGHS stops when its answer is proven within this relative gap.
     """
@@ -123,6 +125,11 @@ def pipeline_milp(problem: Problem, objective: str = "throughput",
         raise PlanError("pipeline_milp plans pipelines: use it with --objective throughput")
     ip = problem.indexed
     with stopwatch() as elapsed:
+        if incumbent is None:
+            from dnnsplit.partition.balanced import balanced
+
+            moves = 1.0 if time_limit_s is None else min(1.0, 0.1 * time_limit_s)
+            incumbent = balanced(problem, time_limit_s=moves).assignment
         program = _Program(ip, incumbent, max(lower_bound, period_lower_bound(ip)))
         # HiGHS gets what building left of the limit, less a margin for reading its answer
         left = None if time_limit_s is None else max(

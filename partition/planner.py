@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from dnnsplit.partition.balanced import balanced
 from dnnsplit.partition.brute import brute
 from dnnsplit.partition.cost import evaluate, objective_value
 from dnnsplit.partition.dads import dads
 from dnnsplit.partition.dp import dp
 from dnnsplit.partition.milp import milp
 from dnnsplit.partition.neurosurgeon import neurosurgeon
+from dnnsplit.partition.pipeline_milp import pipeline_milp
 from dnnsplit.partition.plan import Plan
 from dnnsplit.partition.problem import PlanError, Problem
 from dnnsplit.partition.solution import OBJECTIVES, Solution
@@ -24,14 +26,23 @@ ALGORITHMS: dict[str, Callable[[Problem, str], Solution]] = {
     "neurosurgeon": neurosurgeon,
     "milp": milp,
     "brute": brute,
+    "balanced": balanced,
+    "pipeline-milp": pipeline_milp,
 }
+#: The algorithms that take a time limit (``time_limit_s``).
+TIMED = frozenset({"dp", "milp", "balanced", "pipeline-milp"})
 #: What ``--algorithm all`` runs (milp and brute force are references).
 DEFAULT_ALGORITHMS = ("dp", "dads", "neurosurgeon")
 TWO_DEVICE_ONLY = frozenset({"dads", "neurosurgeon"})
 
 
-def make_plans(problem: Problem, objective: str, algorithms: Sequence[str]) -> list[Plan]:
-    """One plan per algorithm; 2-device algorithms are skipped for k != 2 (only if several)."""
+def make_plans(problem: Problem, objective: str, algorithms: Sequence[str],
+               time_limit_s: float | None = None) -> list[Plan]:
+    """One plan per algorithm; 2-device algorithms are skipped for k != 2 (only if several).
+
+    ``time_limit_s``: the seconds each algorithm of :data:`TIMED` may take (their defaults
+    otherwise); dp holds throughput to it, and for latency gives its exact search that long
+    and a fallback as long again."""
     if objective not in OBJECTIVES:
         raise PlanError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
     for name in algorithms:
@@ -39,7 +50,15 @@ def make_plans(problem: Problem, objective: str, algorithms: Sequence[str]) -> l
             raise PlanError(f"unknown algorithm {name!r}: use {', '.join(ALGORITHMS)} or all")
     runnable = [a for a in algorithms
                 if len(problem.devices) == 2 or a not in TWO_DEVICE_ONLY or len(algorithms) == 1]
-    return [Plan.from_solution(problem, ALGORITHMS[a](problem, objective)) for a in runnable]
+    def run(name: str):
+        if time_limit_s is None or name not in TIMED:
+            return ALGORITHMS[name](problem, objective)
+        if name == "dp":
+            return dp(problem, objective, time_limit_s=time_limit_s,
+                      fallback_time_s=time_limit_s)
+        return ALGORITHMS[name](problem, objective, time_limit_s=time_limit_s)
+
+    return [Plan.from_solution(problem, run(a)) for a in runnable]
 
 
 @dataclass(frozen=True)

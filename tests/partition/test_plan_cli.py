@@ -86,6 +86,23 @@ def test_three_devices_run_dp_only(branchy, tmp_path):
     Plan.from_dict(plans[0])
 
 
+@pytest.mark.parametrize("algorithm", ["dp", "balanced", "pipeline-milp"])
+def test_throughput_algorithms_take_a_time_limit_and_recompute(branchy, algorithm):
+    path, costs_path, _ = branchy
+    result = runner.invoke(app, plan_args(path, costs_path, "--objective", "throughput",
+                                          "--algorithm", algorithm, "--time-limit", "2",
+                                          "--json"))
+    assert result.exit_code == 0, result.output
+    (data,) = json.loads(result.stdout)["plans"]
+    plan = Plan.from_dict(data)
+    optimum = runner.invoke(app, plan_args(path, costs_path, "--objective", "throughput",
+                                           "--algorithm", "brute", "--json"))
+    best = json.loads(optimum.stdout)["plans"][0]["predicted"]["period_ms"]
+    assert plan.predicted.period_ms >= best - 1e-9
+    if algorithm != "balanced":  # exact on so small a graph
+        assert abs(plan.predicted.period_ms - best) < 1e-6
+
+
 def test_call_overheads_of_a_costs_file_reach_the_plan_and_scale_with_the_factor(branchy,
                                                                                  tmp_path):
     path, costs_path, tg = branchy
@@ -151,6 +168,8 @@ def write(tmp_path, name, text):
         ("bad link value", "l2.json': link bandwidth must be > 0 Mbps, got -3"),
         ("bad device", "NAME=SOURCE[:xFACTOR]"),
         ("unknown algorithm", "unknown algorithm"),
+        ("zero time limit", "--time-limit"),
+        ("latency heuristic", "use it with --objective throughput"),
     ],
 )
 def test_user_mistakes_give_one_error_line(branchy, tmp_path, case, message):
@@ -175,6 +194,8 @@ def test_user_mistakes_give_one_error_line(branchy, tmp_path, case, message):
         "bad device": ["plan", str(path), "--device", "edge=phone:4x", "--costs",
                        str(costs_path), "--mbps", "1"],
         "unknown algorithm": plan_args(path, costs_path, "--algorithm", "magic"),
+        "zero time limit": plan_args(path, costs_path, "--time-limit", "0"),
+        "latency heuristic": plan_args(path, costs_path, "--algorithm", "balanced"),
     }[case]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
