@@ -1,7 +1,7 @@
 """Held-out accuracy against minutes of collection: more grid, or adaptive rounds?
 
     python benchmarks/adaptive_curve.py collect  [--minutes 30] [--work /tmp/adaptive-curve]
-                                                 [--arms grid adaptive]
+                                                 [--arms grid adaptive] [--resume]
     python benchmarks/adaptive_curve.py evaluate [--points 5]   [--work /tmp/adaptive-curve]
 
 Both arms start from a copy of the shipped profile (its grid collection) and get the same
@@ -38,26 +38,76 @@ ARMS = ("grid", "adaptive")
 GRID_SCALE = 4.0
 
 
-def collect_arms(work: Path, minutes: float, arms=ARMS) -> None:
+def collect_arms(work: Path, minutes: float, arms=ARMS, resume: bool = False) -> None:
+    """Collect each arm for ``minutes`` from a copy of the shipped profile; with ``resume``,
+    continue an arm's folder for the minutes it still lacks (a run stopped part-way)."""
     from dnnsplit.collectors.adaptive import collect_adaptive
     from dnnsplit.collectors.collect import CollectSettings, collect
 
     for arm in arms:
         folder = work / arm
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.copytree(SHIPPED, folder)  # its bundle tells adaptive rounds each type's family
+        meta_path = folder / "arm.json"
+        meta = json.loads(meta_path.read_text()) if resume and meta_path.exists() else None
+        if meta is None and resume and folder.exists():
+            meta = _recovered_meta(folder, arm, minutes)
+        if meta is None:
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.copytree(SHIPPED, folder)  # its bundle tells adaptive rounds each family
+            meta = {"arm": arm, "minutes": minutes, "sessions": [], "measured": 0}
+        left = minutes - _active_minutes(meta["sessions"])
+        if left <= 0.05:
+            print(arm, "already collected", flush=True)
+            continue
         settings = CollectSettings(out_dir=folder, loads=(0.0, 0.5), threads=1,
-                                   budget_minutes=minutes, random_scale=GRID_SCALE,
+                                   budget_minutes=left, random_scale=GRID_SCALE,
                                    profile="cpu-1t-tensorflow")
-        started = datetime.datetime.now(datetime.timezone.utc)
+        started = _now()
         report = (collect_adaptive(settings, progress=False) if arm == "adaptive"
                   else collect(settings, progress=False))
-        (folder / "arm.json").write_text(json.dumps({
-            "arm": arm, "minutes": minutes, "started": started.isoformat(timespec="seconds"),
-            "ended": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "measured": report.measured}))
+        meta["sessions"].append([started, _now()])
+        meta["measured"] += report.measured
+        meta["minutes"] = minutes
+        meta_path.write_text(json.dumps(meta))
         print(arm, report.measured, "rows", flush=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _active_minutes(sessions) -> float:
+    return sum((datetime.datetime.fromisoformat(b) - datetime.datetime.fromisoformat(a))
+               .total_seconds() / 60 for a, b in sessions)
+
+
+def _recovered_meta(folder: Path, arm: str, minutes: float) -> dict | None:
+    """The session of an arm stopped before it wrote arm.json: from the start of its first
+    adaptive round to its last measured row (grid arms cannot be recovered: start again)."""
+    log = folder / "adaptive.json"
+    if arm != "adaptive" or not log.exists():
+        return None
+    first = json.loads(log.read_text())["rounds"][0]
+    start = (datetime.datetime.fromisoformat(first["ended"])
+             - datetime.timedelta(seconds=first["seconds"]))
+    base = _keys(SHIPPED)
+    new = [r for path in folder.glob("*.csv") if path.name != "models.csv"
+           for r in csv.DictReader(path.open())
+           if (r["kernel_key"], r["load_target"]) not in base]
+    end = max(r["timestamp"] for r in new)
+    return {"arm": arm, "minutes": minutes, "measured": len(new),
+            "sessions": [[start.isoformat(timespec="seconds"), end]]}
+
+
+def _wall_clock(sessions, minutes: float) -> datetime.datetime:
+    """The moment at which the sessions had collected for ``minutes``."""
+    for a, b in sessions:
+        start, end = (datetime.datetime.fromisoformat(a), datetime.datetime.fromisoformat(b))
+        span = (end - start).total_seconds() / 60
+        if minutes <= span:
+            return start + datetime.timedelta(minutes=minutes)
+        minutes -= span
+    return datetime.datetime.fromisoformat(sessions[-1][1])
 
 
 def evaluate_arms(work: Path, points: int, out: Path) -> None:
@@ -69,11 +119,10 @@ def evaluate_arms(work: Path, points: int, out: Path) -> None:
     for arm in ARMS:
         folder = work / arm
         meta = json.loads((folder / "arm.json").read_text())
-        start = datetime.datetime.fromisoformat(meta["started"])
         for i in range(points):
             minutes = meta["minutes"] * i / (points - 1)
             cut = work / f"{arm}-{i}"
-            kept = _cut(folder, cut, base, start + datetime.timedelta(minutes=minutes))
+            kept = _cut(folder, cut, base, _wall_clock(meta["sessions"], minutes))
             bundle = train(cut)
             report = evaluate_profile(cut, bundle=bundle)
             errors = {f"{r.model}@{r.load_target}": r.error_norm for r in report.results}
@@ -116,6 +165,12 @@ def _cut(folder: Path, cut: Path, base: set, until: datetime.datetime) -> int:
     return kept
 
 
+def _span(metas: dict) -> str:
+    moments = [t for m in metas.values() for session in m["sessions"] for t in session]
+    count = sum(len(m["sessions"]) for m in metas.values())
+    return f"{min(moments)} to {max(moments)}, {count} sessions"
+
+
 def _write(out: Path, rows: list[dict], work: Path) -> None:
     import matplotlib
 
@@ -142,7 +197,7 @@ def _write(out: Path, rows: list[dict], work: Path) -> None:
         "# Held-out accuracy against minutes of collection: grid or adaptive rounds",
         "",
         f"`python benchmarks/adaptive_curve.py collect --minutes {metas['grid']['minutes']:g}` "
-        f"({metas['grid']['started']} to {metas['adaptive']['ended']}) and "
+        f"({_span(metas)}) and "
         f"`python benchmarks/adaptive_curve.py evaluate` "
         f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC), on "
         f"{platform.node()} ({platform.machine()}), 1 TensorFlow thread, loads 0 and 0.5.",
@@ -175,13 +230,15 @@ def main(argv=None):
     parser.add_argument("--work", default="/tmp/adaptive-curve")
     parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS,
                         help="collect: the arms to (re)collect")
+    parser.add_argument("--resume", action="store_true",
+                        help="collect: continue stopped arms for the minutes they lack")
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if args.step == "collect":
-        collect_arms(work, args.minutes, args.arms)
+        collect_arms(work, args.minutes, args.arms, args.resume)
     else:
         evaluate_arms(work, args.points, Path(args.out))
     print(f"done in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
