@@ -26,6 +26,8 @@ bound is a proven lower bound on the optimum; the answer is exact only when HiGH
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp as scipy_milp
 from scipy.sparse import coo_matrix
@@ -137,9 +139,13 @@ def pipeline_milp(problem: Problem, objective: str = "throughput",
         result = program.solve(left, gap)
         devices, value = program.best(result)
         bound = getattr(result, "mip_dual_bound", None)
-        proven = bound if result.status in (0, 1) and bound is not None else 0.0
+        proven = float(bound) if result.status in (0, 1) and bound is not None else 0.0
+        if not np.isfinite(proven):
+            proven = 0.0
+        if result.status == 0:  # optimal within the gap (a program presolve solves may
+            proven = max(proven, float(result.fun) * (1 - gap))  # report no dual bound)
         lower = min(value, max(program.lower, float(proven)))
-        exact = value - lower <= EXACT_GAP * value
+        exact = value - lower <= (EXACT_GAP + 1e-9) * value
         if exact:
             lower = value
     gap_now = (value - lower) / value if value > 0 else 0.0
@@ -169,32 +175,31 @@ class _Program:
         self.lo: list[float] = []
         self.hi: list[float] = []
         self.integer: list[int] = []
-        self.fixed: list[float | None] = []
         self.free = [v for v in range(n) if not ip.is_input[v]]
         self.first, self.last = stage_windows(ip, self.upper * (1 + 1e-9))
-        # s[v][d] column for d < k - 1; inputs have none (always on device 0). s is fixed to
-        # 0 below v's first possible device and to 1 from its last one on.
-        self.s = {v: [self._var(integer=True, fixed=(0.0 if d < self.first[v] else 1.0
-                                                     if d >= self.last[v] else None))
+        # s[v][d]: a column where v's window leaves it open (first <= d < last), else None:
+        # 0 before the window, 1 from its last device on; inputs are always on device 0
+        self.s = {v: [self._var(integer=True) if self.first[v] <= d < self.last[v] else None
                       for d in range(k - 1)] for v in self.free}
         self.P = self._var()
         for v in self.free:
-            for d in range(k - 2):
+            for d in range(self.first[v], self.last[v] - 1):
                 self._row([(self.s[v][d], 1.0), (self.s[v][d + 1], -1.0)], -np.inf, 0.0)
             for u in ip.preds[v]:
-                if u in self.s:
-                    for d in range(k - 1):
-                        self._row([(self.s[v][d], 1.0), (self.s[u][d], -1.0)], -np.inf, 0.0)
+                for d in range(k - 1):  # s[v,d] <= s[u,d]
+                    tv, cv = self.s_terms(v, d)
+                    tu, cu = self.s_terms(u, d)
+                    if tv or tu:
+                        self._row(tv + [(col, -val) for col, val in tu], -np.inf, cu - cv)
         self._devices()
         self._links()
         self._symmetry()
         self._row([(self.P, 1.0)], -np.inf, self.upper * (1 + 1e-9))
 
     # building blocks
-    def _var(self, integer: bool = False, fixed: float | None = None) -> int:
+    def _var(self, integer: bool = False) -> int:
         self.cols += 1
         self.integer.append(1 if integer else 0)
-        self.fixed.append(fixed)
         return self.cols - 1
 
     def _row(self, entries, lower: float, upper: float) -> None:
@@ -206,20 +211,25 @@ class _Program:
         self.lo.append(lower)
         self.hi.append(upper)
 
+    def s_terms(self, v: int, d: int) -> tuple[list[tuple[int, float]], float]:
+        """s[v,d] (v on device d or earlier) as (terms, constant)."""
+        if d < 0:
+            return [], 0.0
+        if d >= self.ip.k - 1 or v not in self.s:
+            return [], 1.0
+        col = self.s[v][d]
+        if col is None:
+            return [], 0.0 if d < self.first[v] else 1.0
+        return [(col, 1.0)], 0.0
+
     def x(self, v: int, d: int) -> tuple[list[tuple[int, float]], float]:
-        """x[v,d] as (terms, constant)."""
-        k = self.ip.k
-        if v not in self.s:
-            return [], 1.0 if d == 0 else 0.0
-        terms = []
-        constant = 0.0
-        if d < k - 1:
-            terms.append((self.s[v][d], 1.0))
-        else:
-            constant = 1.0
-        if d > 0:
-            terms.append((self.s[v][d - 1], -1.0))
-        return terms, constant
+        """x[v,d] = s[v,d] - s[v,d-1] (v on device d) as (terms, constant)."""
+        now, c_now = self.s_terms(v, d)
+        before, c_before = self.s_terms(v, d - 1)
+        return now + [(col, -val) for col, val in before], c_now - c_before
+
+    def window(self, v: int) -> range:
+        return range(self.first[v], self.last[v] + 1)
 
     def _devices(self) -> None:
         ip = self.ip
@@ -238,27 +248,30 @@ class _Program:
             self._row(_merge(entries + [(self.P, -1.0)]), -np.inf, -constant)
 
     def _links(self) -> None:
+        """Only tensors that can cross a link count on it: u's window holds a and one of its
+        consumers' holds b; a link that cannot reach the proven lower bound is left out."""
         ip, k = self.ip, self.ip.k
-        senders = [u for u in range(ip.n) if ip.succs[u]]
+        outputs = [u for u in range(ip.n) if ip.is_output[u]]
         for b in range(1, k):  # returns of outputs on b to device 0
-            if sum(ip.transfer[u][b][0] for u in range(ip.n) if ip.is_output[u]) <= self.lower:
+            returning = [u for u in outputs if b in self.window(u)]
+            if sum(ip.transfer[u][b][0] for u in returning) <= self.lower:
                 continue
             entries, constant = [], 0.0
-            for u in (u for u in range(ip.n) if ip.is_output[u]):
+            for u in returning:
                 terms, c = self.x(u, b)
                 entries += [(col, val * ip.transfer[u][b][0]) for col, val in terms]
                 constant += c * ip.transfer[u][b][0]
             self._row(_merge(entries + [(self.P, -1.0)]), -np.inf, -constant)
-        needed: dict[tuple[int, int], list] = {}
+        needed: dict[tuple[int, int], tuple] = {}
         for a in range(k - 1):
             for b in range(a + 1, k):
-                if sum(ip.transfer[u][a][b] for u in senders) <= self.lower:
+                crossing = [u for u in range(ip.n) if a in self.window(u)
+                            and ip.transfer[u][a][b] > 0
+                            and any(b in self.window(v) for v in ip.succs[u])]
+                if sum(ip.transfer[u][a][b] for u in crossing) <= self.lower:
                     continue  # never the bottleneck
                 entries = []
-                for u in senders:
-                    t = ip.transfer[u][a][b]
-                    if t <= 0:
-                        continue
+                for u in crossing:
                     z = self._var()
                     xu, cu = self.x(u, a)
                     if (u, b) not in needed:
@@ -266,12 +279,12 @@ class _Program:
                     mb, cb = needed[(u, b)]
                     # z >= x[u,a] + m[u,b] - 1
                     self._row([(z, 1.0)] + [(c, -v) for c, v in xu + mb], cu + cb - 1, np.inf)
-                    entries.append((z, t))
+                    entries.append((z, ip.transfer[u][a][b]))
                 self._row(entries + [(self.P, -1.0)], -np.inf, 0.0)
 
     def _needed(self, u: int, b: int) -> tuple[list[tuple[int, float]], float]:
         """m[u,b]: u's tensor is needed on device b (terms, constant)."""
-        consumers = self.ip.succs[u]
+        consumers = [v for v in self.ip.succs[u] if b in self.window(v)]
         if len(consumers) == 1:
             return self.x(consumers[0], b)
         m = self._var()
@@ -287,12 +300,12 @@ class _Program:
                 continue
             used = self._var(integer=True)
             entries = [(used, 1.0)]
+            constant = 0.0
             for v in self.free:  # used[d] <= sum_v x[v,d]
                 terms, c = self.x(v, d)
                 entries += [(col, -val) for col, val in terms]
-                if c:
-                    return  # cannot happen for d >= 1 < k - 1; keep the program valid
-            self._row(_merge(entries), -np.inf, 0.0)
+                constant += c
+            self._row(_merge(entries), -np.inf, constant)
             for v in self.free:  # x[v,d+1] <= used[d]
                 terms, c = self.x(v, d + 1)
                 self._row(terms + [(used, -1.0)], -np.inf, -c)
@@ -305,15 +318,25 @@ class _Program:
         upper = np.ones(self.cols)
         upper[self.P] = np.inf
         lower = np.zeros(self.cols)
-        for col, value in enumerate(self.fixed):
-            if value is not None:
-                lower[col] = upper[col] = value
         options = {"disp": False, "mip_rel_gap": gap}
         if time_limit_s is not None:
             options["time_limit"] = max(0.01, float(time_limit_s))
-        return scipy_milp(cost, constraints=LinearConstraint(matrix, self.lo, self.hi),
-                          integrality=np.array(self.integer), bounds=Bounds(lower, upper),
-                          options=options)
+        started = time.perf_counter()
+        result = scipy_milp(cost, constraints=LinearConstraint(matrix, self.lo, self.hi),
+                            integrality=np.array(self.integer), bounds=Bounds(lower, upper),
+                            options=options)
+        if result.status == 4:  # HiGHS presolve "Solve error" (seen with SciPy 1.17.1): again
+            if time_limit_s is not None:  # without it, in the time left
+                options["time_limit"] = max(0.01, time_limit_s - (time.perf_counter() - started))
+            result = scipy_milp(cost, constraints=LinearConstraint(matrix, self.lo, self.hi),
+                                integrality=np.array(self.integer),
+                                bounds=Bounds(lower, upper), options={**options,
+                                                                      "presolve": False})
+        return result
+
+    def _value(self, solution, v: int, d: int) -> float:
+        terms, constant = self.s_terms(v, d)
+        return constant + sum(val * solution[col] for col, val in terms)
 
     def best(self, result) -> tuple[list[int], float]:
         """The program's assignment if it beats the incumbent (recomputed exactly)."""
@@ -322,8 +345,7 @@ class _Program:
         if result.x is not None:
             devices = [0] * ip.n
             for v in self.free:
-                devices[v] = next((d for d in range(ip.k - 1) if result.x[self.s[v][d]] > 0.5),
-                                  ip.k - 1)
+                devices[v] = next(d for d in range(ip.k) if self._value(result.x, v, d) > 0.5)
             value = objective_value(evaluate_indexed(ip, devices), "throughput")
             if value < best_value:
                 best, best_value = devices, value
