@@ -25,6 +25,7 @@ than the best split of any of the orders.
 from __future__ import annotations
 
 import heapq
+import random
 import time
 
 from dnnsplit.partition.cost import evaluate_indexed, objective_value
@@ -312,14 +313,42 @@ def _smaller(a: list[float], b: list[float], tolerance: float = 1e-9) -> bool:
     return False
 
 
-def improve_by_moves(ip: IndexedProblem, devices: list[int],
-                     deadline: float) -> tuple[list[int], int]:
+def improve_by_moves(ip: IndexedProblem, devices: list[int], deadline: float,
+                     seed: int = 0) -> tuple[list[int], int]:
     """Move bottleneck nodes while the sorted loads fall (see the module docstring): a node
     alone to any device its neighbours allow, or with its descendants on its device to the
-    next device, or with its ancestors there to the previous one."""
+    next device, or with its ancestors there to the previous one. At a local optimum, while
+    time is left, kick: move a few random nodes, descend again, keep the better plan (until
+    :data:`MAX_FAILED_KICKS` kicks in a row found nothing better)."""
     if ip.k < 2:
         return devices, 0
+    rng = random.Random(seed)
     state = _Loads(ip, devices)
+    steps = _descend(ip, state, deadline)
+    best, best_key = list(state.dev), state.key()
+    free = [v for v in range(ip.n) if not ip.is_input[v]]
+    failed = 0
+    while free and failed < MAX_FAILED_KICKS and time.perf_counter() < deadline:
+        for _ in range(KICK_MOVES):
+            v = rng.choice(free)
+            allowed = [j for j in state.allowed(v) if j != state.dev[v]]
+            if allowed:
+                state.move(v, rng.choice(allowed))
+        steps += _descend(ip, state, deadline)
+        if _smaller(state.key(), best_key):
+            best, best_key, failed = list(state.dev), state.key(), 0
+        else:
+            state, failed = _Loads(ip, best), failed + 1
+    return best, steps
+
+
+#: A kick moves this many random nodes; the kicks stop after this many fail in a row.
+KICK_MOVES = 4
+MAX_FAILED_KICKS = 200
+
+
+def _descend(ip: IndexedProblem, state: "_Loads", deadline: float) -> int:
+    """Apply improving moves until none is left (or the deadline); the moves tried."""
     current = state.key()
     steps = 0
     improved = True
@@ -339,7 +368,7 @@ def improve_by_moves(ip: IndexedProblem, devices: list[int],
                     state.move(w, d)
             if improved or time.perf_counter() >= deadline:
                 break
-    return state.dev, steps
+    return steps
 
 
 #: A group move takes at most this many nodes along.

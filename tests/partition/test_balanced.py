@@ -3,6 +3,7 @@ orders where the greedy fill is exact (no link costs), improved by local moves."
 
 import itertools
 import math
+import time
 
 import pytest
 
@@ -69,13 +70,13 @@ def test_answers_are_pipelines_never_better_than_the_optimum(seed, k):
     assert not answer.exact and "heuristic" in answer.note
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(10))
 def test_local_moves_never_make_a_plan_worse(seed):
     problem = instances.random_layered(120, 4, seed=seed)
     ip = problem.indexed
     start = greedy_fill(ip, list(range(ip.n)), sum(map(min, ip.compute)) / 3)
     before = evaluate_indexed(ip, start).period_ms
-    moved, steps = improve_by_moves(ip, start, deadline=math.inf)
+    moved, steps = improve_by_moves(ip, start, deadline=time.perf_counter() + 0.2)
     after = evaluate_indexed(ip, moved)
     assert after.monotone and after.period_ms <= before + 1e-9
     assert steps > 0
