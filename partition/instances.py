@@ -10,8 +10,9 @@ link costs:
   joined by a concatenation, costs from FLOPs.
 - :func:`random_layered`: a random layered DAG (each node reads 1-3 nodes of the previous
   three layers; one output node reads every node nobody else reads), each node's time and
-  output size drawn together from the rows of the shipped profile's measurements
-  (``datasets/cpu-1t-tensorflow``, load 0), or from a log-normal when the data is absent.
+  output size drawn together from the rows of the shipped profile's grid measurements
+  (``datasets/cpu-1t-tensorflow``, load 0, measured before :data:`MEASURED_BEFORE`), or from
+  a log-normal when the data is absent.
 
 Device ``d{i}`` runs ``speed[i]`` times faster than the reference (10 GFLOP/s, or the profile's
 times). ``links=True`` joins every pair by a 1 Gbps link with 0.1 ms one-way latency (the
@@ -38,8 +39,11 @@ LINK = Link(latency_ms=0.1, mbps=1000.0)
 FAST_LINK = Link(latency_ms=0.005, mbps=40_000.0)
 FREE_LINK = Link(latency_ms=0.0, mbps=1e9)
 FLOAT_BYTES = 4
-#: The profile whose measurements the random DAGs draw their costs from.
+#: The profile whose measurements the random DAGs draw their costs from, and the day before
+#: which those were measured (its grid collection: rows are only ever appended, so the draws
+#: stay the same as the profile grows).
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "datasets" / "cpu-1t-tensorflow"
+MEASURED_BEFORE = "2026-11-25"
 
 
 def device_speeds(k: int, unequal: bool, seed: int = 0) -> list[float]:
@@ -150,7 +154,7 @@ def _profile_rows(folder: Path) -> list[tuple[float, int]]:
             continue
         with path.open() as handle:
             for row in csv.DictReader(handle):
-                if float(row["load_target"]) == 0:
+                if float(row["load_target"]) == 0 and row["timestamp"] < MEASURED_BEFORE:
                     rows.append((float(row["median_ms"]), int(float(row["output_bytes"]))))
     return rows
 
