@@ -98,3 +98,15 @@ def test_a_transformer_is_predicted_planned_and_run_on_the_shipped_profile():
         report = execute(model, plan, frames=4, check_frames=4)
         assert report.outputs_match
     assert "throughput" in used  # the pipeline really splits the transformer
+
+
+def test_an_embedding_streams_the_rows_it_looks_up_not_its_table():
+    from dnnsplit.predictor.compose import kernel_weight_bytes
+    from dnnsplit.predictor.fusion import find_kernels
+
+    tg = TaskGraph.from_keras(small_transformer())
+    by_first = {k.nodes[0]: k for k in find_kernels(tg)}
+    embed = tg.spec("embed")
+    assert embed.params == 50 * 32
+    assert kernel_weight_bytes(tg, by_first["embed"]) == embed.output_bytes == 16 * 32 * 4
+    assert kernel_weight_bytes(tg, by_first["ffn"]) >= 4 * tg.spec("ffn").params
