@@ -116,11 +116,7 @@ def greedy_fill(ip: IndexedProblem, order: list[int], period: float) -> list[int
     """Each device takes the longest next piece of ``order`` within ``period`` (compute, its
     call overhead, the links into it and its returns); the last device takes the rest."""
     k = ip.k
-    dev = [-1] * ip.n
-    load = [0.0] * k
-    used = [False] * k
-    link = [[0.0] * k for _ in range(k)]
-    sent = [0] * ip.n
+    dev, load, used, link, sent = _empty(ip)
     i = 0
     for v in order:
         if ip.is_input[v]:
@@ -140,11 +136,7 @@ def first_fit(ip: IndexedProblem, order: list[int], period: float) -> list[int]:
     :func:`greedy_fill`, a device keeps taking nodes after a later one has started (a heavy
     node does not close a device half full)."""
     k = ip.k
-    dev = [-1] * ip.n
-    load = [0.0] * k
-    used = [False] * k
-    link = [[0.0] * k for _ in range(k)]
-    sent = [0] * ip.n
+    dev, load, used, link, sent = _empty(ip)
     for v in order:
         if ip.is_input[v]:
             dev[v] = 0
@@ -154,6 +146,12 @@ def first_fit(ip: IndexedProblem, order: list[int], period: float) -> list[int]:
             i += 1
         _place(ip, dev, load, used, link, sent, v, i)
     return dev
+
+
+def _empty(ip: IndexedProblem):
+    """A fill's state before any node: devices, loads, devices used, links, sends per node."""
+    k = ip.k
+    return [-1] * ip.n, [0.0] * k, [False] * k, [[0.0] * k for _ in range(k)], [0] * ip.n
 
 
 def _fits(ip, dev, load, used, link, sent, v, i, period) -> bool:

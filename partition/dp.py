@@ -540,13 +540,11 @@ class _PipelineSearch:
             self.best = [d if d >= 0 else last for d in self.dev]
 
 
-def _descendant_work(ip: IndexedProblem) -> list[list[float]]:
-    """[i][v] = sum over v and its descendants w of min_{d > i} compute[w][d] / (k - 1 - i)."""
+def descendant_matrix(ip: IndexedProblem):
+    """n x n 0/1 NumPy array: [v, w] = 1 when w is v or one of its descendants."""
     import numpy as np
 
-    n, k = ip.n, ip.k
-    if k < 2 or n == 0:
-        return [[0.0] * n for _ in range(k)]
+    n = ip.n
     reach = [0] * n  # bitmask of v and its descendants
     for v in range(n - 1, -1, -1):
         mask = 1 << v
@@ -555,7 +553,17 @@ def _descendant_work(ip: IndexedProblem) -> list[list[float]]:
         reach[v] = mask
     nbytes = (n + 7) // 8
     bits = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in reach), dtype=np.uint8)
-    matrix = np.unpackbits(bits.reshape(n, nbytes), axis=1, bitorder="little")[:, :n]
+    return np.unpackbits(bits.reshape(n, nbytes), axis=1, bitorder="little")[:, :n]
+
+
+def _descendant_work(ip: IndexedProblem) -> list[list[float]]:
+    """[i][v] = sum over v and its descendants w of min_{d > i} compute[w][d] / (k - 1 - i)."""
+    import numpy as np
+
+    n, k = ip.n, ip.k
+    if k < 2 or n == 0:
+        return [[0.0] * n for _ in range(k)]
+    matrix = descendant_matrix(ip)
     compute = np.asarray(ip.compute, dtype=float)
     result = []
     for i in range(k):

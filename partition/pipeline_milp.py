@@ -83,16 +83,9 @@ def stage_windows(ip: IndexedProblem, period: float) -> tuple[list[int], list[in
     first, last = [0] * n, [k - 1] * n
     if k == 1 or n == 0 or not np.isfinite(period):
         return first, last
-    reach = [0] * n  # bitmask of v and its descendants
-    for v in range(n - 1, -1, -1):
-        mask = 1 << v
-        for w in ip.succs[v]:
-            mask |= reach[w]
-        reach[v] = mask
-    nbytes = (n + 7) // 8
-    bits = np.frombuffer(b"".join(m.to_bytes(nbytes, "little") for m in reach), dtype=np.uint8)
-    below = np.unpackbits(bits.reshape(n, nbytes), axis=1, bitorder="little")[:, :n]
-    below = below.astype(np.float32)  # below[v, w]: w is v or a descendant of v
+    from dnnsplit.partition.dp import descendant_matrix
+
+    below = descendant_matrix(ip).astype(np.float32)  # below[v, w]: w is v or a descendant
     compute = np.asarray(ip.compute, dtype=float)
     compute[[v for v in range(n) if ip.is_input[v]]] = 0.0
     for e in range(k):

@@ -43,3 +43,22 @@ def random_problem(seed: int, n: int, k: int, edge_p: float = 0.3, n_inputs: int
         output_nodes=[nodes[u] for u in outputs],
         call_overhead_ms=overhead,
     )
+
+
+def best_split_along(problem: Problem, order) -> float:
+    """Reference: the least period over every way to cut ``order`` into k contiguous pieces
+    (device i takes piece i), evaluated exactly."""
+    import itertools
+    import math
+
+    from dnnsplit.partition.cost import evaluate_indexed
+
+    ip = problem.indexed
+    rest = [v for v in order if not ip.is_input[v]]
+    best = math.inf
+    for cuts in itertools.combinations_with_replacement(range(len(rest) + 1), ip.k - 1):
+        devices = [0] * ip.n
+        for pos, v in enumerate(rest):
+            devices[v] = sum(1 for c in cuts if c <= pos)
+        best = min(best, evaluate_indexed(ip, devices).period_ms)
+    return best

@@ -11,7 +11,7 @@ from dnnsplit.partition.dp import dp, low_frontier_order
 from dnnsplit.partition.neurosurgeon import neurosurgeon
 from dnnsplit.partition.plan import Plan
 from dnnsplit.partition.problem import Link, PlanError, Problem
-from random_problems import random_problem
+from random_problems import best_split_along, random_problem
 
 
 def close(a, b):
@@ -201,21 +201,6 @@ def test_dp_without_fallback_refuses_a_too_wide_graph(objective):
     problem = random_problem(77, 12, 3, edge_p=0.3)
     with pytest.raises(PlanError, match="exact dp gave up"):
         dp(problem, objective, max_states=1, time_limit_s=0.0, fallback_time_s=None)
-
-
-def best_split_along(problem, order):
-    """Reference: every way to cut ``order`` into k contiguous pieces, evaluated exactly."""
-    import itertools
-
-    ip = problem.indexed
-    rest = [v for v in order if not ip.is_input[v]]
-    best = math.inf
-    for cuts in itertools.combinations_with_replacement(range(len(rest) + 1), ip.k - 1):
-        devices = [0] * ip.n
-        for pos, v in enumerate(rest):
-            devices[v] = sum(1 for c in cuts if c <= pos)
-        best = min(best, evaluate_indexed(ip, devices).period_ms)
-    return best
 
 
 @pytest.mark.parametrize("seed, k", [(s, 2) for s in range(30)] + [(s, 3) for s in range(30, 60)])

@@ -1,7 +1,6 @@
 """The balanced heuristic: valid pipelines, never worse than the best contiguous split of its
 orders where the greedy fill is exact (no link costs), improved by local moves."""
 
-import itertools
 import math
 import time
 
@@ -14,7 +13,7 @@ from dnnsplit.partition.balanced import (
 from dnnsplit.partition.cost import evaluate_indexed
 from dnnsplit.partition.dp import dp
 from dnnsplit.partition.problem import Link, PlanError
-from random_problems import random_problem
+from random_problems import best_split_along, random_problem
 
 
 def free_links(problem):
@@ -22,18 +21,6 @@ def free_links(problem):
 
     link = Link(latency_ms=0.0, mbps=1e9)
     return replace(problem, links={pair: link for pair in problem.links})
-
-
-def best_contiguous_split(ip, order):
-    """Reference: every way to cut ``order`` into k contiguous pieces."""
-    rest = [v for v in order if not ip.is_input[v]]
-    best = math.inf
-    for cuts in itertools.combinations_with_replacement(range(len(rest) + 1), ip.k - 1):
-        devices = [0] * ip.n
-        for pos, v in enumerate(rest):
-            devices[v] = sum(1 for c in cuts if c <= pos)
-        best = min(best, evaluate_indexed(ip, devices).period_ms)
-    return best
 
 
 def is_topological(ip, order):
@@ -57,7 +44,7 @@ def test_without_link_costs_the_split_of_an_order_is_its_best_contiguous_split(s
     for order in candidate_orders(ip):
         devices, value, _ = order_split(ip, order)
         assert math.isclose(value, evaluate_indexed(ip, devices).period_ms)
-        assert value <= best_contiguous_split(ip, order) * (1 + 2e-4) + 1e-6
+        assert value <= best_split_along(problem, order) * (1 + 2e-4) + 1e-6
 
 
 @pytest.mark.parametrize("seed, k", [(s, 2 + s % 3) for s in range(40)])
