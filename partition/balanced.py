@@ -186,8 +186,9 @@ def order_split(ip: IndexedProblem, order: list[int],
                 fill=greedy_fill) -> tuple[list[int], float, int]:
     """The best split of ``order`` by ``fill`` (:func:`greedy_fill` or :func:`first_fit`)
     over a bisection on the period: (devices, period, fills tried)."""
-    cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
-    low = max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
+    from dnnsplit.partition.dp import work_lower_bound
+
+    low = work_lower_bound(ip)
     best = greedy_fill(ip, order, float("inf"))  # everything on the first device
     best_value = objective_value(evaluate_indexed(ip, best), "throughput")
     high, tried = best_value, 1

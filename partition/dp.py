@@ -411,10 +411,7 @@ class _PipelineSearch:
         return available
 
     def _lower_bound(self) -> float:
-        """No period is below the work on the cheapest devices shared by all, or one node's."""
-        ip = self.ip
-        cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
-        return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
+        return work_lower_bound(self.ip)
 
     def _count_node(self) -> None:
         """One more search node; give up past the node budget or the deadline."""
@@ -538,6 +535,12 @@ class _PipelineSearch:
             # running sums; dp() recomputes the value of the final assignment exactly
             self.best_value = value
             self.best = [d if d >= 0 else last for d in self.dev]
+
+
+def work_lower_bound(ip: IndexedProblem) -> float:
+    """No period is below the work on the cheapest devices shared by all, or one node's."""
+    cheapest = [min(ip.compute[v]) for v in range(ip.n) if not ip.is_input[v]]
+    return max(sum(cheapest) / ip.k, max(cheapest, default=0.0))
 
 
 def descendant_matrix(ip: IndexedProblem):

@@ -113,7 +113,8 @@ def pipeline_milp(problem: Problem, objective: str = "throughput",
     ``incumbent``: a pipeline assignment to beat (returned if HiGHS finds nothing better;
     by default the plan of :func:`dnnsplit.partition.balanced.balanced` with a tenth of the
     time limit, at most 1 s);
-    ``lower_bound``: a period already proven unreachable below (it prunes links); ``gap``:
+    ``lower_bound``: a period proven unreachable below, at least :func:`period_lower_bound`
+    (it prunes links; computed here when 0); ``gap``:
     HiGHS stops when its answer is proven within this relative gap.
     """
     if objective != "throughput":
@@ -125,7 +126,7 @@ def pipeline_milp(problem: Problem, objective: str = "throughput",
 
             moves = 1.0 if time_limit_s is None else min(1.0, 0.1 * time_limit_s)
             incumbent = balanced(problem, time_limit_s=moves).assignment
-        program = _Program(ip, incumbent, max(lower_bound, period_lower_bound(ip)))
+        program = _Program(ip, incumbent, lower_bound or period_lower_bound(ip))
         # HiGHS gets what building left of the limit, less a margin for reading its answer
         left = None if time_limit_s is None else max(
             0.0, (time_limit_s - elapsed() / 1000) * (1 - LIMIT_MARGIN))
