@@ -230,24 +230,16 @@ class _Loads:
         self.dev = list(devices)
         self.count = [[0] * k for _ in range(ip.n)]  # consumers of u per device
         self.size = [0] * k  # non-input nodes per device
-        self.load = [0.0] * k
-        self.link = [[0.0] * k for _ in range(k)]
         for v in range(ip.n):
             for w in ip.succs[v]:
                 self.count[v][self.dev[w]] += 1
             if ip.is_output[v]:
                 self.count[v][0] += 1
-        for v in range(ip.n):
-            d = self.dev[v]
-            self.load[d] += ip.compute[v][d]
             if not ip.is_input[v]:
-                self.size[d] += 1
-            for b in range(k):
-                if b != d and self.count[v][b]:
-                    self.link[d][b] += ip.transfer[v][d][b]
-        for d in range(k):
-            if self.size[d]:
-                self.load[d] += ip.overhead[d]
+                self.size[self.dev[v]] += 1
+        predicted = evaluate_indexed(ip, self.dev)  # the cost model; moves update it
+        self.load = list(predicted.device_ms)
+        self.link = [[predicted.link_ms.get((a, b), 0.0) for b in range(k)] for a in range(k)]
 
     def key(self) -> list[float]:
         """Every load, largest first (compared lexicographically)."""
