@@ -91,8 +91,9 @@ def _recovered_meta(folder: Path, arm: str, minutes: float) -> dict | None:
     start = (datetime.datetime.fromisoformat(first["ended"])
              - datetime.timedelta(seconds=first["seconds"]))
     base = _keys(SHIPPED)
-    new = [r for path in folder.glob("*.csv") if path.name != "models.csv"
-           for r in csv.DictReader(path.open())
+    from dnnsplit.predictor.bundle import kernel_csvs
+
+    new = [r for path in kernel_csvs(folder) for r in csv.DictReader(path.open())
            if (r["kernel_key"], r["load_target"]) not in base]
     end = max(r["timestamp"] for r in new)
     return {"arm": arm, "minutes": minutes, "measured": len(new),
@@ -135,8 +136,10 @@ def evaluate_arms(work: Path, points: int, out: Path) -> None:
 
 
 def _keys(folder: Path) -> set[tuple[str, str]]:
-    return {(r["kernel_key"], r["load_target"]) for path in folder.glob("*.csv")
-            if path.name != "models.csv" for r in csv.DictReader(path.open())}
+    from dnnsplit.predictor.bundle import kernel_csvs
+
+    return {(r["kernel_key"], r["load_target"]) for path in kernel_csvs(folder)
+            for r in csv.DictReader(path.open())}
 
 
 def _cut(folder: Path, cut: Path, base: set, until: datetime.datetime) -> int:

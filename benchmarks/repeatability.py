@@ -38,12 +38,13 @@ def main(argv=None):
     from dnnsplit.collectors.kernels import KernelConfig
     from dnnsplit.collectors.probe import Probe
     from dnnsplit.collectors.store import read_rows
+    from dnnsplit.predictor.bundle import kernel_csvs
     from dnnsplit.collectors.timing import (compile_forward, empty_call_overhead, measure,
                                             model_inputs)
 
     data = Path(args.data)
-    rows = [r for p in sorted(data.glob("*.csv")) if p.name != "models.csv"
-            for r in read_rows(p) if r["load_target"] == "0" and float(r["median_ms"]) >= args.min_ms]
+    rows = [r for p in kernel_csvs(data) for r in read_rows(p)
+            if r["load_target"] == "0" and float(r["median_ms"]) >= args.min_ms]
     chosen = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     probe = Probe()
     raw, normalised, details = [], [], []

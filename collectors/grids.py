@@ -4,10 +4,12 @@ A grid file ``collectors/grids/<LayerType>.json`` holds::
 
     {"layer_type": "Conv2D", "family": "conv", "random": 260, "seed": 7, "from_models": true,
      "max_gflops": 4, "space": {"hw": [7, 14, 28], "cin": {"values": [...], "weights": [...]}, ...},
-     "extra": [{"why": "...", "random": 60, "seed": 8, "space": {"kernel": [2, 4, 6]}}]}
+     "extra": [{"why": "...", "random": 60, "seed": 8, "space": {"kernel": [2, 4, 6]},
+                "params": [4e6, 16e6]}]}
 
 ``space`` values are lists (uniform) or ``{"values", "weights"}``. ``random`` configurations are
-drawn from the space (redrawn while a kernel exceeds ``max_gflops``), and with ``from_models``
+drawn from the space (redrawn while a kernel exceeds ``max_gflops``, or while an ``extra`` block's
+kernel has fewer or more weights than its optional ``params`` range), and with ``from_models``
 the kernels of the *training* models (``collectors/data/model_split.json``) whose first layer
 has this type are added as they are: the dataset is dense where real models are, and the
 evaluation models never shape it.
@@ -57,7 +59,9 @@ class Grid:
                        int(data.get("seed", 0)), bool(data.get("from_models", True)),
                        dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)),
                        tuple({"random": int(b["random"]), "seed": int(b.get("seed", 0)),
-                              "space": dict(b["space"])} for b in data.get("extra", ())))
+                              "space": dict(b["space"]),
+                              "params": _params_range(b.get("params"))}
+                             for b in data.get("extra", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise GridError(f"grid file {str(path)!r} is malformed: missing or bad {exc}") from None
         if grid.family not in FAMILIES:
@@ -74,6 +78,16 @@ class Grid:
                 raise GridError(f"grid file {str(path)!r}: space key {key!r} needs values "
                                 "(and as many weights)")
         return grid
+
+
+def _params_range(value) -> tuple[float, float] | None:
+    """An ``extra`` block's ``params`` range [low, high] (weights of the kernel's layers)."""
+    if value is None:
+        return None
+    low, high = (float(v) for v in value)
+    if not 0 <= low < high:
+        raise ValueError(f"params range {value} (give [low, high], 0 <= low < high)")
+    return low, high
 
 
 def load_grids(grid_dir: str | Path | None = None,
@@ -124,7 +138,7 @@ def random_configs(grid: Grid) -> list[KernelConfig]:
     for block in grid.extra:
         sub = Grid(grid.layer_type, grid.family, block["random"], block["seed"], False,
                    {**grid.space, **block["space"]}, grid.max_gflops)
-        configs = _draw_distinct(sub, configs)
+        configs = _draw_distinct(sub, configs, _within(block.get("params")))
     return list(configs.values())
 
 
@@ -151,8 +165,25 @@ def sample_space(grid: Grid, space: Mapping[str, Any], n: int, seed: int,
     return list(found.values())
 
 
-def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig]) -> dict[str, KernelConfig]:
-    """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space``."""
+def _within(params: tuple[float, float] | None) -> Callable[[KernelConfig], bool]:
+    """Accepts a configuration whose layers' weights lie in ``params`` (any when None)."""
+    if params is None:
+        return lambda config: True
+
+    def accept(config: KernelConfig) -> bool:
+        try:
+            return params[0] <= config.record()["params"] <= params[1]
+        except Exception:  # Keras refuses it: dropped like an over-sized kernel
+            return False
+
+    return accept
+
+
+def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig],
+                   accept: Callable[[KernelConfig], bool] = lambda config: True
+                   ) -> dict[str, KernelConfig]:
+    """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space`` that
+    ``accept`` takes."""
     rng = random.Random(grid.seed)
     configs = dict(configs)
     wanted = len(configs) + grid.random
@@ -160,7 +191,7 @@ def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig]) -> dict[str, Ke
     while len(configs) < wanted and attempts < 50 * max(grid.random, 1):
         attempts += 1
         config = _draw_config(grid, rng)
-        if config is None or config.key in configs:
+        if config is None or config.key in configs or not accept(config):
             continue
         if _gflops(config) <= grid.max_gflops:
             configs[config.key] = config

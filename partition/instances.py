@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dnnsplit.partition.problem import Link, Problem
+from dnnsplit.predictor.bundle import kernel_csvs
 
 #: FLOPs per millisecond of the reference device (10 GFLOP/s) and per-operator overhead.
 REFERENCE_FLOPS_PER_MS = 1e7
@@ -149,9 +150,7 @@ def inception_like(blocks: int, k: int, *, branches: int = 6, size: int = 28,
 @functools.lru_cache(maxsize=4)
 def _profile_rows(folder: Path) -> list[tuple[float, int]]:
     rows = []
-    for path in sorted(folder.glob("*.csv")):
-        if path.name == "models.csv":
-            continue
+    for path in kernel_csvs(folder):
         with path.open() as handle:
             for row in csv.DictReader(handle):
                 if float(row["load_target"]) == 0 and row["timestamp"] < MEASURED_BEFORE:

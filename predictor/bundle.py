@@ -30,6 +30,8 @@ log = logging.getLogger("dnnsplit")
 BUNDLE_FORMAT = 2
 BUNDLE_NAME = "bundle.json"
 GROUND_TRUTH_NAME = "models.csv"
+#: The single rounds that each ground-truth row combines (:mod:`dnnsplit.collectors.ground_truth`).
+GROUND_TRUTH_ROUNDS_NAME = "models-rounds.csv"
 STREAMING_NAME = "weight-streaming.json"
 
 
@@ -64,7 +66,9 @@ def data_hash(folder: str | Path) -> str:
 
 
 def kernel_csvs(folder: str | Path) -> list[Path]:
-    return [p for p in sorted(Path(folder).glob("*.csv")) if p.name != GROUND_TRUTH_NAME]
+    """The kernel CSVs of a profile folder (every CSV but the ground truth and its rounds)."""
+    return [p for p in sorted(Path(folder).glob("*.csv"))
+            if p.name not in (GROUND_TRUTH_NAME, GROUND_TRUTH_ROUNDS_NAME)]
 
 
 def profile_dir(profile: str | Path) -> Path:

@@ -154,6 +154,29 @@ def test_an_extra_block_adds_draws_and_never_changes_the_earlier_ones():
     assert len({c.key for c in after}) == 10
 
 
+def test_an_extra_block_with_a_params_range_draws_only_kernels_with_that_many_weights():
+    space = {"hw": [2, 4], "cin": [16, 64, 256], "cout": [16, 64, 256], "kernel": [1, 3, 5]}
+    grid = Grid("Conv2D", "conv", 3, 1, False, space,
+                extra=({"random": 5, "seed": 2, "space": {}, "params": (1e5, 1e6)},))
+    configs = random_configs(grid)
+    assert len(configs) == 8
+    assert all(1e5 <= c.record()["params"] <= 1e6 for c in configs[3:])
+    # the same block without the range draws outside it (the range is what keeps them inside)
+    free = Grid("Conv2D", "conv", 3, 1, False, space,
+                extra=({"random": 5, "seed": 2, "space": {}},))
+    assert any(not 1e5 <= c.record()["params"] <= 1e6 for c in random_configs(free)[3:])
+
+
+def test_a_params_range_must_be_low_then_high(tmp_path):
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    (grids / "Conv2D.json").write_text(json.dumps(
+        {"layer_type": "Conv2D", "family": "conv", "random": 1, "space": {"hw": [8]},
+         "extra": [{"random": 2, "space": {}, "params": [5e6, 1e6]}]}))
+    with pytest.raises(GridError, match="params range"):
+        load_grids(grids)
+
+
 def test_a_malformed_extra_block_is_refused(tmp_path):
     grids = tmp_path / "grids"
     grids.mkdir()
