@@ -106,12 +106,16 @@ def models_command(
     threads: int = typer.Option(1, min=1, help="intra-op threads"),
     device: Optional[str] = typer.Option(None, help="Keras device, e.g. gpu:0"),
     profile: Optional[str] = typer.Option(None, help="profile name"),
-    rounds: int = typer.Option(3, min=1, help="separate passes over all the models that each "
-                               "row combines (median of time / probe)"),
+    rounds: int = typer.Option(3, min=1, help="separate passes over all the models in this "
+                               "window"),
+    new_window: bool = typer.Option(False, "--new-window", help="measure everything again in a "
+                                    "new window (e.g. another day) instead of resuming the "
+                                    "latest; rows combine all windows"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
-    """Whole-model latency (ground truth) by the same protocol, each row the median of
-    --rounds passes; resumable (single rounds are kept in <out>-rounds.csv)."""
+    """Whole-model latency (ground truth) by the same protocol. Every measurement is kept in
+    <out>-rounds.csv; each row of <out> is the median over windows of the median over a
+    window's --rounds passes (time / probe). Resumable: run it again to continue."""
     import json
 
     from dnnsplit.collectors.collect import default_profile
@@ -122,7 +126,8 @@ def models_command(
     name = profile or default_profile(threads, device)
     report = measure_models(names or default_models(), out or f"datasets/{name}/models.csv",
                             threads=threads, loads=_floats(load, "--load"), profile=name,
-                            device=device, rounds=rounds, progress=not quiet)
+                            device=device, rounds=rounds, new_window=new_window,
+                            progress=not quiet)
     typer.echo(json.dumps({"measured": report.measured, "already_done": report.already_done,
                            "seconds": round(report.seconds, 1)}))
 

@@ -43,6 +43,9 @@ class ModelResult:
     predicted_ms: float
     measured_norm: float
     predicted_norm: float
+    #: windows (runs of ``collectors models``) and measurements the measured time combines
+    windows: int = 1
+    rounds: int = 1
 
     @property
     def error_raw(self) -> float:
@@ -116,7 +119,8 @@ def evaluate_profile(profile: str, split: str = "evaluation",
             model=row["model"], load_target=row["load_target"], measured_ms=measured_ms,
             predicted_ms=predicted[id(row)] * bundle.reference_probe_ms,
             measured_norm=measured_ms / float(row["ref_probe_ms"]),
-            predicted_norm=predicted[id(row)]))
+            predicted_norm=predicted[id(row)], windows=int(row.get("windows") or 1),
+            rounds=int(row.get("rounds") or 1)))
     if not results:
         raise ProfileError(f"no {split} models in {truth}")
     noise = None
@@ -130,6 +134,17 @@ def evaluate_profile(profile: str, split: str = "evaluation",
         else {}
     return AccuracyReport(folder.name, results, bundle.cv, bundle.chosen, bundle.rows, noise,
                           {str(k): str(v) for k, v in caveats.items()})
+
+
+def _truth_line(results: list[ModelResult]) -> str:
+    """How the measured times were formed (windows and rounds of ``collectors models``)."""
+    windows = sorted({r.windows for r in results})
+    rounds = sorted({r.rounds for r in results})
+    span = (lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}")
+    return (f"Measured times: each the median over {span(windows)} window(s) of the median over "
+            f"a window's rounds ({span(rounds)} measurements per row; `models-rounds.csv` keeps "
+            "them). Two windows a week apart differ by a median 7.6% "
+            "([ground-truth-repeat](ground-truth-repeat.md)): the floor under these figures.")
 
 
 def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
@@ -148,6 +163,8 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         "training or the model-level correction), predicted from kernel microbenchmarks.",
         "Normalised = divided by the reference probe timed in the same window (the machine "
         "drifts); raw = milliseconds at the profile's reference speed.",
+        "",
+        _truth_line(report.results),
         "",
         "| | within ±10% | within ±20% | Spearman | median abs error |",
         "|---|---|---|---|---|",
