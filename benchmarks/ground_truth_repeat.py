@@ -18,7 +18,6 @@ docs/ground-truth-repeat.md (and .json, with every round) with the command, mach
 from __future__ import annotations
 
 import argparse
-import datetime
 import platform
 import statistics
 import sys

@@ -157,7 +157,8 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         f"# Predictor accuracy: {report.profile}",
         "",
         f"Measured {datetime.date.today().isoformat()} on {platform.node()} "
-        f"({platform.machine()}), with `{command or 'predictor evaluate --device ' + report.profile}`.",
+        f"({platform.machine()}), with "
+        f"`{command or 'predictor evaluate --device ' + report.profile}`.",
         "",
         "Whole-model latency of the **held-out evaluation models** (never used for grids, "
         "training or the model-level correction), predicted from kernel microbenchmarks.",
@@ -189,8 +190,9 @@ def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
         lines += ["", "Noise floor (two collections of the same kernel configurations, "
                       "`benchmarks/repeatability.py`): median relative difference "
                       f"{report.noise_floor.get('median_rel_diff_raw', float('nan')):.1%} raw, "
-                      f"{report.noise_floor.get('median_rel_diff_probe_normalised', float('nan')):.1%}"
-                      " normalised by the probe."]
+                      + format(report.noise_floor.get('median_rel_diff_probe_normalised',
+                                                      float('nan')), '.1%')
+                      + " normalised by the probe."]
     lines += ["", "## Per layer type: k-fold CV error of each family (mean relative error)", "",
               "| type | rows | chosen | " + " | ".join(_families(report)) + " |",
               "|---|---|---|" + "---|" * len(_families(report))]

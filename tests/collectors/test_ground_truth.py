@@ -78,6 +78,8 @@ def scripted(monkeypatch):
     monkeypatch.setattr(gt, "time_model", time_model)
     monkeypatch.setattr(gt, "load_model", lambda name: _FakeModel())
     monkeypatch.setattr(gt, "Probe", _FakeProbe)
+    # threads are set once per process; in a test run TensorFlow has long started
+    monkeypatch.setattr(gt, "configure_threads", lambda threads: None)
     return medians, calls
 
 
