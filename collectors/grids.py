@@ -138,7 +138,7 @@ def random_configs(grid: Grid) -> list[KernelConfig]:
     for block in grid.extra:
         sub = Grid(grid.layer_type, grid.family, block["random"], block["seed"], False,
                    {**grid.space, **block["space"]}, grid.max_gflops)
-        configs = _draw_distinct(sub, configs, _within(block.get("params")))
+        configs = _draw_distinct(sub, configs, block.get("params"))
     return list(configs.values())
 
 
@@ -165,25 +165,10 @@ def sample_space(grid: Grid, space: Mapping[str, Any], n: int, seed: int,
     return list(found.values())
 
 
-def _within(params: tuple[float, float] | None) -> Callable[[KernelConfig], bool]:
-    """Accepts a configuration whose layers' weights lie in ``params`` (any when None)."""
-    if params is None:
-        return lambda config: True
-
-    def accept(config: KernelConfig) -> bool:
-        try:
-            return params[0] <= config.record()["params"] <= params[1]
-        except Exception:  # Keras refuses it: dropped like an over-sized kernel
-            return False
-
-    return accept
-
-
 def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig],
-                   accept: Callable[[KernelConfig], bool] = lambda config: True
-                   ) -> dict[str, KernelConfig]:
-    """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space`` that
-    ``accept`` takes."""
+                   params: tuple[float, float] | None = None) -> dict[str, KernelConfig]:
+    """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space`` (with
+    ``params``, only kernels whose layers have that many weights)."""
     rng = random.Random(grid.seed)
     configs = dict(configs)
     wanted = len(configs) + grid.random
@@ -191,18 +176,28 @@ def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig],
     while len(configs) < wanted and attempts < 50 * max(grid.random, 1):
         attempts += 1
         config = _draw_config(grid, rng)
-        if config is None or config.key in configs or not accept(config):
+        if config is None or config.key in configs:
             continue
-        if _gflops(config) <= grid.max_gflops:
+        record = _record(config)  # builds the kernel once for both checks
+        if record is None or record["flops"] / 1e9 > grid.max_gflops:
+            continue
+        if params is None or params[0] <= record["params"] <= params[1]:
             configs[config.key] = config
     return configs
 
 
-def _gflops(config: KernelConfig) -> float:
+def _record(config: KernelConfig) -> dict[str, Any] | None:
+    """The kernel's spec columns; None for a configuration Keras refuses (dropped here, not at
+    measuring time)."""
     try:
-        return config.record()["flops"] / 1e9
-    except Exception:  # a configuration Keras refuses is dropped here, not at measuring time
-        return math.inf
+        return config.record()
+    except Exception:
+        return None
+
+
+def _gflops(config: KernelConfig) -> float:
+    record = _record(config)
+    return math.inf if record is None else record["flops"] / 1e9
 
 
 def _draw_config(grid: Grid, rng: random.Random) -> KernelConfig | None:
