@@ -122,7 +122,7 @@ def write_report(rows, args, base, head, started) -> None:
         "",
         f"Rows exact in both: {len(ratios)}; median ratio "
         f"{statistics.median(ratios):.2f}, 90th percentile "
-        f"{sorted(ratios)[int(0.9 * (len(ratios) - 1))]:.2f}, largest {max(ratios):.2f}"
+        f"{statistics.quantiles(ratios, n=10)[-1]:.2f}, largest {max(ratios):.2f}"
         if ratios else "No row is exact in both.",
         "",
         f"Exact at base but not now: {len(lost)}"
