@@ -1,120 +1,124 @@
-"""How repeatable is whole-model ground truth? Rounds within one window, and one window vs another.
+"""How repeatable is whole-model ground truth? Rounds within a window, and window vs window.
 
-    python benchmarks/ground_truth_repeat.py [--rounds 3] [--data DIR] [--profile cpu-1t-tensorflow]
-    python benchmarks/ground_truth_repeat.py --report-only DIR
+    collectors models --load 0,0.5 --new-window      # optional: measure one more window
+    python benchmarks/ground_truth_repeat.py [--profile cpu-1t-tensorflow]
 
-Measures every training and evaluation model at loads 0 and 0.5 again, as ``collectors models
---rounds N --load 0,0.5`` does (into DIR, default a temporary folder; resumable there), and
-compares it with the profile's shipped ``models.csv``, all probe-normalised:
+Reads the profile's ``models-rounds.csv`` (every measurement of ``collectors models``, with its
+window and round), all probe-normalised, and reports
 
-- within the window: each round against the median of its (model, load) rounds;
-- between windows: the new rows (median of the rounds) against the shipped ones.
+- within a window: each round against the median of its (model, load, window) rounds;
+- between windows: for each pair of windows, the window medians of each (model, load) they
+  share, the later against the earlier.
 
 The between-window spread is the floor under any whole-model accuracy figure: a predictor that
-matched one window exactly would be off by that much in the other. Writes
-docs/ground-truth-repeat.md (and .json, with every round) with the command, machine and date.
+matched one window exactly would be off by that much in another. Writes
+docs/ground-truth-repeat.md (and .json) with the command, machine and the windows' dates.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import statistics
 import sys
-import tempfile
+from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _norm(row) -> float:
-    return float(row["median_ms"]) / float(row["ref_probe_ms"])
-
-
-def _quantile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
-
-
-def compare(data: Path, shipped: Path) -> dict:
-    from dnnsplit.collectors.ground_truth import rounds_path
-    from dnnsplit.predictor.records import read_rows
-
-    rounds = read_rows(rounds_path(data / "models.csv"))
-    new = {(r["model"], r["load_target"]): r for r in read_rows(data / "models.csv")}
-    old = {(r["model"], r["load_target"]): r for r in read_rows(shipped)}
-    within, between, per_model = {}, {}, []
-    for load in sorted({r["load_target"] for r in rounds}):
-        devs = []
-        for (model, lt), row in new.items():
-            if lt != load:
-                continue
-            mine = [_norm(r) for r in rounds if r["model"] == model and r["load_target"] == lt]
-            med = statistics.median(mine)
-            devs += [abs(v / med - 1) for v in mine]
-            ratio = _norm(row) / _norm(old[(model, lt)]) if (model, lt) in old else None
-            per_model.append({"model": model, "split": row["split"], "load": lt,
-                              "rounds": [round(v, 4) for v in mine],
-                              "spread": max(mine) / min(mine) - 1, "ratio": ratio,
-                              "shipped_measured": old[(model, lt)]["timestamp"]
-                              if (model, lt) in old else None})
-        within[load] = {"median": statistics.median(devs), "p90": _quantile(devs, 0.9),
-                        "max": max(devs), "n": len(devs)}
-        ratios = [m["ratio"] for m in per_model if m["load"] == load and m["ratio"]]
-        between[load] = {"median_abs": statistics.median(abs(r - 1) for r in ratios),
-                         "within_10": sum(abs(r - 1) <= 0.10 for r in ratios) / len(ratios),
-                         "within_20": sum(abs(r - 1) <= 0.20 for r in ratios) / len(ratios),
-                         "min": min(ratios), "max": max(ratios), "n": len(ratios)}
+def compare(rounds: list[dict]) -> dict:
+    """Within- and between-window spreads of ground-truth rounds (rows of models-rounds.csv)."""
+    norm: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    split = {}
+    for r in rounds:
+        # rows measured once before rounds existed: one window per row, together the first
+        window = "earlier" if r["window"].startswith("earlier:") else r["window"]
+        norm[(r["model"], r["load_target"], window)].append(
+            float(r["median_ms"]) / float(r["ref_probe_ms"]))
+        split[r["model"]] = r["split"]
+    medians = {key: statistics.median(values) for key, values in norm.items()}
+    windows = sorted({key[2] for key in norm}, key=lambda w: (w != "earlier", w))
+    loads = sorted({key[1] for key in norm})
+    within = {}
+    for load in loads:
+        devs = [abs(v / medians[key] - 1) for key, values in norm.items()
+                if key[1] == load and len(values) > 1 for v in values]
+        if devs:
+            within[load] = {"median": statistics.median(devs),
+                            "p90": float(np.quantile(devs, 0.9)), "max": max(devs),
+                            "n": len(devs)}
+    between = []
+    for a, b in itertools.combinations(windows, 2):
+        for load in loads:
+            ratios = [medians[(m, load, b)] / medians[(m, load, a)]
+                      for m, lt, w in medians if lt == load and w == a and (m, load, b) in medians]
+            if ratios:
+                gaps = [abs(r - 1) for r in ratios]
+                between.append({"earlier": a, "later": b, "load": load,
+                                "median_abs": statistics.median(gaps),
+                                "within_10": float(np.mean([g <= 0.10 for g in gaps])),
+                                "within_20": float(np.mean([g <= 0.20 for g in gaps])),
+                                "min": min(ratios), "max": max(ratios), "n": len(ratios)})
+    models = [{"model": m, "split": split[m], "load": lt,
+               "windows": {w: round(medians[(m, lt, w)], 4) for w in windows
+                           if (m, lt, w) in medians}}
+              for m, lt in sorted({(m, lt) for m, lt, _ in medians}, key=lambda x: (x[1], x[0]))]
     probes = [float(r["ref_probe_ms"]) for r in rounds]
-    stamps = sorted(r["timestamp"] for r in rounds)
-    return {"within": within, "between": between, "models": per_model,
+    return {"windows": windows, "within": within, "between": between, "models": models,
             "probe_ms": {"min": min(probes), "median": statistics.median(probes),
-                         "max": max(probes)},
-            "window": [stamps[0], stamps[-1]], "rounds_rows": rounds}
+                         "max": max(probes)}}
+
+
+def _label(window: str) -> str:
+    return "each row's first measurement" if window == "earlier" else window[:16] + " UTC"
 
 
 def write_report(result: dict, out: Path, command: str) -> None:
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
 
-    w, b, p = result["within"], result["between"], result["probe_ms"]
+    windows = result["windows"]
+    names = {w: f"w{i + 1}" for i, w in enumerate(windows)}
+    p = result["probe_ms"]
     lines = [
         "# Whole-model ground truth: how repeatable",
         "",
-        f"Measured {result['window'][0]} to {result['window'][1]} on {platform.node()} "
-        f"({platform.machine()}), with",
+        f"Reported on {platform.node()} ({platform.machine()}) from the profile's "
+        "`models-rounds.csv`, with",
         "",
         f"    {command}",
         "",
-        "Every training and evaluation model at loads 0 and 0.5, each measured in separate "
-        "passes over all the models (`collectors models --rounds`), probe-normalised; compared "
-        "with the shipped `models.csv` (one measurement per row, 2026-11-24 for "
-        "keras.applications, 2026-11-30 for the zoo). The probe ranged "
-        f"{p['min']:.1f}-{p['max']:.1f} ms (median {p['median']:.1f}) during the passes.",
+        "Windows (runs of `collectors models`): "
+        + "; ".join(f"{names[w]} = {_label(w)}" for w in windows)
+        + f". All probe-normalised; the probe ranged {p['min']:.1f}-{p['max']:.1f} ms "
+        f"(median {p['median']:.1f}).",
         "",
-        "| load | a round vs its rows' median: median | 90th pct | max | new vs shipped: median "
-        "abs | within ±10% | within ±20% | range |",
-        "|---|---|---|---|---|---|---|---|",
+        "Within a window (a round against its (model, load, window) median):",
+        "",
+        "| load | median | 90th percentile | max |",
+        "|---|---|---|---|",
     ]
-    for load in w:
-        lines.append(
-            f"| {load} | {w[load]['median']:.1%} | {w[load]['p90']:.1%} | {w[load]['max']:.1%} "
-            f"| {b[load]['median_abs']:.1%} | {b[load]['within_10']:.0%} | "
-            f"{b[load]['within_20']:.0%} | {b[load]['min']:.2f}-{b[load]['max']:.2f} |")
-    lines += [
-        "",
-        "Read: the between-window column is the floor under any whole-model accuracy figure "
-        "here. A predictor that matched the shipped window exactly would be within ±10% of "
-        "this window on only the share shown, and the other way round.",
-        "",
-        "| model | split | load | rounds (time / probe) | spread (max/min - 1) | new / shipped |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m in sorted(result["models"], key=lambda m: (m["load"], m["split"], m["model"])):
-        ratio = f"{m['ratio']:.2f}" if m["ratio"] else ""
+    lines += [f"| {load} | {w['median']:.1%} | {w['p90']:.1%} | {w['max']:.1%} |"
+              for load, w in result["within"].items()]
+    lines += ["", "Between windows (the later window's median / the earlier's, per model):", "",
+              "| windows | load | median abs | within ±10% | within ±20% | range | models |",
+              "|---|---|---|---|---|---|---|"]
+    for b in result["between"]:
+        lines.append(f"| {names[b['earlier']]} vs {names[b['later']]} | {b['load']} | "
+                     f"{b['median_abs']:.1%} | "
+                     f"{b['within_10']:.0%} | {b['within_20']:.0%} | "
+                     f"{b['min']:.2f}-{b['max']:.2f} | {b['n']} |")
+    lines += ["", "Read: the between-window rows are the floor under any whole-model accuracy "
+              "figure here. A predictor that matched one window exactly would be within ±10% "
+              "of another on only the share shown.", "",
+              "| model | split | load | window medians (time / probe) |", "|---|---|---|---|"]
+    for m in result["models"]:
         lines.append(f"| {m['model']} | {m['split']} | {m['load']} | "
-                     f"{', '.join(f'{v:.3f}' for v in m['rounds'])} | {m['spread']:.0%} | "
-                     f"{ratio} |")
+                     + ", ".join(f"{v:.3f}" for v in m["windows"].values()) + " |")
     write_text_atomic(out, "\n".join(lines) + "\n")
     write_json_atomic(out.with_suffix(".json"), {"command": command, **result})
     print(f"wrote {out}")
@@ -122,31 +126,16 @@ def write_report(result: dict, out: Path, command: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data", default=None, help="folder for the new models.csv")
-    parser.add_argument("--report-only", default=None, metavar="DIR",
-                        help="report on a folder measured earlier, without measuring")
     parser.add_argument("--profile", default="cpu-1t-tensorflow")
     parser.add_argument("--out", default=str(ROOT / "docs" / "ground-truth-repeat.md"))
     args = parser.parse_args(argv)
-    from dnnsplit.predictor.bundle import GROUND_TRUTH_NAME, profile_dir
+    from dnnsplit.predictor.bundle import GROUND_TRUTH_ROUNDS_NAME, profile_dir
+    from dnnsplit.predictor.records import read_rows
 
-    shipped = profile_dir(args.profile) / GROUND_TRUTH_NAME
+    rounds = read_rows(profile_dir(args.profile) / GROUND_TRUTH_ROUNDS_NAME)
     command = "python benchmarks/ground_truth_repeat.py" + (
-        f" --rounds {args.rounds}" if args.rounds != 3 else "")
-    if args.report_only:
-        data = Path(args.report_only)
-        command = (f"collectors models --out DIR/models.csv --threads 1 --load 0,0.5 --rounds "
-                   f"{args.rounds}   # what this script runs, then\n    python "
-                   "benchmarks/ground_truth_repeat.py --report-only DIR")
-    else:
-        data = Path(args.data or tempfile.mkdtemp(prefix="dnnsplit-truth-"))
-        from dnnsplit.collectors.ground_truth import default_models, measure_models
-
-        print(f"measuring into {data} (resumable: pass --data {data} to continue)")
-        measure_models(default_models(), data / GROUND_TRUTH_NAME, threads=1,
-                       loads=(0.0, 0.5), profile=args.profile, rounds=args.rounds)
-    write_report(compare(data, shipped), Path(args.out), command)
+        f" --profile {args.profile}" if args.profile != "cpu-1t-tensorflow" else "")
+    write_report(compare(rounds), Path(args.out), command)
 
 
 if __name__ == "__main__":

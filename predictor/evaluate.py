@@ -143,8 +143,8 @@ def _truth_line(results: list[ModelResult]) -> str:
     span = (lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}")
     return (f"Measured times: each the median over {span(windows)} window(s) of the median over "
             f"a window's rounds ({span(rounds)} measurements per row; `models-rounds.csv` keeps "
-            "them). Two windows a week apart differ by a median 7.6% "
-            "([ground-truth-repeat](ground-truth-repeat.md)): the floor under these figures.")
+            "them). How far one window lies from another, the floor under these figures: "
+            "[ground-truth-repeat](ground-truth-repeat.md).")
 
 
 def write_report(report: AccuracyReport, docs_dir: str | Path = "docs",
