@@ -185,6 +185,7 @@ def measure_models(models: Sequence[str], out_csv: str | Path, threads: int = 1,
     keras = import_keras()
     start = time.monotonic()
     out_csv = Path(out_csv)
+    existed = rounds_path(out_csv).exists()
     singles = CsvStore(rounds_path(out_csv), ROUND_COLUMNS,
                        ("model", "load_target", "window", "round"))
     _seed_rounds(out_csv, singles)
@@ -222,6 +223,8 @@ def measure_models(models: Sequence[str], out_csv: str | Path, threads: int = 1,
             bar.close()
         if singles.done():
             write_ground_truth(out_csv)
+        elif not existed:  # nothing measured (e.g. an unknown model): leave no empty file
+            singles.path.unlink(missing_ok=True)
     report.measured = sorted({m for _, _, m in wanted})
     report.seconds = time.monotonic() - start
     return report

@@ -154,6 +154,13 @@ def test_an_interrupted_run_resumes_inside_a_pass(scripted, tmp_path):
     assert {r["rounds"] for r in read_rows(out)} == {"3"}
 
 
+def test_a_run_that_measures_nothing_leaves_no_file(scripted, tmp_path):
+    out = tmp_path / "models.csv"
+    with pytest.raises(IndexError):  # the first measurement fails (an unknown model, say)
+        gt.measure_models(["A"], out, rounds=3, progress=False)
+    assert not gt.rounds_path(out).exists() and not out.exists()
+
+
 def test_load_levels_alternate_their_order_between_rounds(scripted, tmp_path, monkeypatch):
     medians, _ = scripted
     medians += [1.0] * 4
