@@ -64,6 +64,11 @@ def collect_command(
     rounds: Optional[int] = typer.Option(None, min=1, help="--adaptive: stop after this many "
                                          "rounds"),
     round_size: int = typer.Option(64, min=1, help="--adaptive: configurations per round"),
+    quick: bool = typer.Option(
+        False, "--quick", help="a new device: measure the kernels --base measured, those that "
+        "teach a transfer from it the most first (the layer types that carry the time, spread "
+        "over sizes), until --budget-minutes; then `predictor train --data OUT --base BASE`"),
+    base: str = typer.Option("cpu-1t-tensorflow", help="--quick: the profile to transfer from"),
 ) -> None:
     """Microbenchmark kernels (layers and fused chains) from the grids; resumable: run the same
     command again to continue. --budget-minutes counts from the first measurement."""
@@ -74,7 +79,16 @@ def collect_command(
         if not quiet:
             typer.echo(line, err=True)
 
+    from dnnsplit.predictor.errors import DnnsplitError
+
     loads = tuple(_floats(load, "--load"))
+    if quick and adaptive:
+        raise DnnsplitError("--quick and --adaptive do not go together: --quick measures what "
+                            "a base profile measured, --adaptive extends a profile's own grid")
+    if quick:
+        from dnnsplit.predictor.bundle import profile_dir
+
+        profile_dir(base)  # an unknown base fails before Keras starts
     say("starting Keras and its backend")
     from dnnsplit.collectors.collect import collect
     from dnnsplit.collectors.timing import configure_threads
@@ -85,7 +99,7 @@ def collect_command(
         out_dir=out or f"datasets/{name}", types=types.split(",") if types else None,
         loads=loads, threads=threads, budget_minutes=budget_minutes,
         grid_dir=grid_dir, models=[] if no_models else None, random_scale=random_scale,
-        profile=name, device=device)
+        profile=name, device=device, quick_base=base if quick else None)
     if adaptive:
         from dnnsplit.collectors.adaptive import collect_adaptive
 

@@ -57,6 +57,9 @@ class CollectSettings:
     device: str | None = None
     rule: StopRule = DEFAULT_STOP
     probe_every_s: float = 30.0
+    #: measure the kernels a base profile measured, in the order that teaches a transfer from
+    #: it the most first (:mod:`dnnsplit.collectors.quick`), instead of the grids
+    quick_base: str | Path | None = None
 
 
 @dataclass
@@ -98,19 +101,26 @@ def collect(settings: CollectSettings, progress: bool = True,
     bench = Bench(settings)
     start = time.monotonic()
     out = Path(settings.out_dir)
-    grids = load_grids(settings.grid_dir, settings.types)
-    models = settings.models if settings.models is not None else training_models()
-    if models and any(g.from_models for g in grids):
-        say(f"reading the kernels of {len(models)} training model(s) and drawing the grids' "
-            "configurations")
-    plan = collection_plan(grids, settings.models, settings.random_scale)
-    stores = open_stores(out, plan)
+    if settings.quick_base is not None:
+        from dnnsplit.collectors.quick import quick_order
+
+        say(f"ordering the kernels {settings.quick_base} measured: the layer types that carry "
+            "the time first, spread over sizes")
+        ordered = quick_order(settings.quick_base, settings.types)
+    else:
+        grids = load_grids(settings.grid_dir, settings.types)
+        models = settings.models if settings.models is not None else training_models()
+        if models and any(g.from_models for g in grids):
+            say(f"reading the kernels of {len(models)} training model(s) and drawing the "
+                "grids' configurations")
+        ordered = [(t, c) for t, configs in collection_plan(
+            grids, settings.models, settings.random_scale).items() for c in configs]
+    stores = open_stores(out, sorted({t for t, _ in ordered}))
     report = CollectReport()
     todo_by_load = []
     for load in settings.loads:
-        todo = [(t, c) for t, configs in plan.items() for c in configs
-                if (c.key, load_key(load)) not in stores[t]]
-        report.already_done += sum(len(c) for c in plan.values()) - len(todo)
+        todo = [(t, c) for t, c in ordered if (c.key, load_key(load)) not in stores[t]]
+        report.already_done += len(ordered) - len(todo)
         todo_by_load.append((load, todo))
     total = sum(len(todo) for _, todo in todo_by_load)
     say(f"{total} kernel configuration(s) to measure ({report.already_done} already in {out})")

@@ -125,19 +125,22 @@ def one_cpu(cpu: int | None = None):
         _pin_all_threads(before)
 
 
-def cpu_blocks(n: int, per: int = 1) -> list[set[int]] | None:
-    """``n`` disjoint sets of ``per`` CPUs each from those this process may run on, in order
-    (one per worker process to pin); None when there are not that many or the OS cannot pin.
+def cpu_blocks(n: int, per: int | Sequence[int] = 1) -> list[set[int]] | None:
+    """``n`` disjoint sets of ``per`` CPUs each (or ``per[i]`` for set ``i``) from those this
+    process may run on, in order (one per worker process to pin); None when there are not that
+    many or the OS cannot pin.
 
     >>> cpu_blocks(2)        # on a machine with 2 CPUs    # doctest: +SKIP
     [{0}, {1}]
     """
     if not hasattr(os, "sched_getaffinity"):
         return None
+    sizes = [per] * n if isinstance(per, int) else [int(p) for p in per]
     available = sorted(os.sched_getaffinity(0))
-    if n * per > len(available):
+    if sum(sizes) > len(available):
         return None
-    return [set(available[i * per:(i + 1) * per]) for i in range(n)]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [set(available[a:a + size]) for a, size in zip(starts, sizes)]
 
 
 @contextlib.contextmanager

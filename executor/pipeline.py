@@ -55,6 +55,8 @@ class RunResult:
     events: list[Event] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)  # stage device -> Ray node id (ray)
     cpus: dict[str, list[int]] = field(default_factory=dict)  # -> CPUs it ran on (processes)
+    #: stage -> the Keras backend its process ran (processes)
+    backends: dict[str, str] = field(default_factory=dict)
     #: stage name -> its device (they differ for a device's second visit, ``phone#2``)
     stage_devices: dict[str, str] = field(default_factory=dict)
 

@@ -18,6 +18,11 @@ reads from the last one. Links are emulated as in the Ray backend: each stage pr
 frame until the link from the stage before would have delivered it
 (:class:`~dnnsplit.executor.pipeline.SerialLink` on the wall clock, which all processes share).
 
+Each device runs with the Keras backend and thread count of the profile its costs were
+predicted from (``runtimes``): a plan over a ``cpu-1t-tensorflow`` and a ``cpu-1t-jax`` device
+runs a TensorFlow process and a JAX process (started fresh with ``KERAS_BACKEND`` set), the
+tensors crossing as arrays.
+
 A device with several stages (a latency plan that comes back to it) has a process per stage,
 all pinned to that device's CPUs, and they take turns (a lock per device).
 
@@ -30,6 +35,8 @@ whose parent disappears exits by itself.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import pickle
 import queue
@@ -46,7 +53,7 @@ from dnnsplit.executor.pipeline import (Event, ExecutorError, Fault, Interrupted
                                         keep_sets, producers, progress_bar, return_s, send_s,
                                         stage_error, summarise, tensor_layouts)
 from dnnsplit.executor.stages import Key, Stage
-from dnnsplit.predictor.keras_env import process_context
+from dnnsplit.predictor.keras_env import current_backend, process_context
 
 __all__ = ["Ring", "run_pipeline_processes"]
 
@@ -139,18 +146,26 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
                            cpus: Sequence[set[int]] | None | str = "auto",
                            queue_size: int = 2, keep_outputs: int = 3,
                            timeout_s: float = 600.0, fault: Fault | None = None,
-                           progress: bool = False, in_flight: int | None = None) -> RunResult:
+                           progress: bool = False, in_flight: int | None = None,
+                           runtimes: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
     """Push ``frames`` through ``stages``, a process each; same contract as ``run_pipeline``.
 
     ``threads`` per stage process; ``cpus`` lists the CPUs of each stage's process
-    (``"auto"``: ``threads`` CPUs each when there are enough, see
-    :func:`~dnnsplit.collectors.timing.cpu_blocks`; None: not pinned).
+    (``"auto"``: each device's threads CPUs when there are enough, see
+    :func:`~dnnsplit.collectors.timing.cpu_blocks`; None: not pinned). ``runtimes`` maps a
+    device to the ``backend`` and ``threads`` its stages run with (a plan's
+    ``problem.runtimes``, from the device's profile); other devices run this process's backend
+    with ``threads``. A stage whose backend is not this process's runs in a fresh interpreter
+    started with that backend; tensors cross between backends as NumPy arrays.
     """
     devices = devices or {}
     in_flight = in_flight or default_in_flight(len(stages))
     groups = device_groups(stages)
+    here = current_backend()
+    runtime = {d: (str((runtimes or {}).get(d, {}).get("backend", here)),
+                   int((runtimes or {}).get(d, {}).get("threads", threads))) for d in groups}
     if cpus == "auto":  # a device's stages share its CPUs
-        blocks = cpu_blocks(len(groups), threads)
+        blocks = cpu_blocks(len(groups), [runtime[d][1] for d in groups])
         cpus = None if blocks is None else [blocks[list(groups).index(s.device)] for s in stages]
     ctx = process_context()
     everywhere = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -174,16 +189,20 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
         upstream = None
         for i, stage in enumerate(stages):
             light = replace(stage, model=None)
-            procs.append(ctx.Process(
+            backend, stage_threads = runtime[stage.device]
+            start_with = ctx if backend == here else multiprocessing.get_context("spawn")
+            procs.append(start_with.Process(
                 target=_worker, name=f"dnnsplit-{stage.name}", daemon=True,
-                args=(light, pickle.dumps(stage.model), devices.get(stage.device), threads,
-                      everywhere if cpus is None else cpus[i], rings[i], rings[i + 1],
-                      {k: shapes[k] for k in stage.input_keys}, stop, reports, fault, upstream,
-                      readers, links, device_lock[stage.device], alive)))
+                args=(light, pickle.dumps(stage.model), devices.get(stage.device),
+                      stage_threads, everywhere if cpus is None else cpus[i], rings[i],
+                      rings[i + 1], {k: shapes[k] for k in stage.input_keys}, stop, reports,
+                      fault, upstream, readers, links, device_lock[stage.device], alive,
+                      backend)))
             upstream = light
         with main_not_reimported():
-            for proc in procs:
-                proc.start()
+            for proc, stage in zip(procs, stages):
+                with keras_backend_env(runtime[stage.device][0]):
+                    proc.start()
         watch = _Watch(stages, procs, stop, reports, time.monotonic() + timeout_s, timeout_s)
         watch.wait_ready()
         return _run(stages, frames, input_keys, output_keys, rings, watch, links,
@@ -205,7 +224,7 @@ class _Watch:
     def __init__(self, stages, procs, stop, reports, deadline, timeout_s):
         self.stages, self.procs, self.stop, self.reports = stages, procs, stop, reports
         self.deadline, self.timeout_s = deadline, timeout_s
-        self.ready: dict[str, list[int] | None] = {}  # stage name -> CPUs it may run on
+        self.ready: dict[str, dict] = {}  # stage name -> {"cpus": CPUs it may run on, "backend"}
         self.events: dict[str, list] = {}
 
     def _drain(self) -> None:
@@ -295,8 +314,25 @@ def _run(stages, frames, input_keys, output_keys, rings, watch, links, first_dev
         if bar is not None:
             bar.close()
     result = summarise(stages, len(frames), results, returns + events)
-    result.cpus = {device: cpus for device, cpus in watch.ready.items() if cpus is not None}
+    result.cpus = {stage: ready["cpus"] for stage, ready in watch.ready.items()
+                   if ready["cpus"] is not None}
+    result.backends = {stage: ready["backend"] for stage, ready in watch.ready.items()}
     return result
+
+
+@contextlib.contextmanager
+def keras_backend_env(backend: str):
+    """``KERAS_BACKEND=backend`` in this process's environment for the block (what a process
+    spawned inside it starts with)."""
+    saved = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = backend
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("KERAS_BACKEND", None)
+        else:
+            os.environ["KERAS_BACKEND"] = saved
 
 
 def _stop_all(procs) -> None:
@@ -314,7 +350,7 @@ def _stop_all(procs) -> None:
 
 
 def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, input_shapes,
-            stop, reports, fault, upstream, readers, links, lock, alive) -> None:
+            stop, reports, fault, upstream, readers, links, lock, alive, backend) -> None:
     """A stage process: set up, report ready, then frames from ``ring_in`` to ``ring_out``.
 
     ``cpus``: the CPUs it may run on (the run's own when not pinned: a forked worker would
@@ -334,15 +370,19 @@ def _worker(stage, model_bytes, keras_device, threads, cpus, ring_in, ring_out, 
         from dnnsplit.executor.run import configure_worker_threads
         from dnnsplit.predictor.keras_env import import_keras
 
-        import_keras()
+        keras = import_keras()
+        if keras.backend.backend() != backend:
+            raise ExecutorError(f"the stage's process runs Keras on {keras.backend.backend()}, "
+                                f"its device's profile was measured on {backend}")
         configure_worker_threads(1, threads)
         run = compile_stage(replace(stage, model=pickle.loads(model_bytes)), keras_device)
         run([np.zeros(*input_shapes[k]) for k in stage.input_keys])  # compiled before timing
     except Exception as exc:  # noqa: BLE001 - reported to the parent, named
         reports.put(("error", stage.name, str(stage_error(stage.name, exc))))
         return
-    reports.put(("ready", stage.name, sorted(os.sched_getaffinity(0))
-                 if hasattr(os, "sched_getaffinity") else None))
+    reports.put(("ready", stage.name, {
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "backend": keras.backend.backend()}))
     link = SerialLink(clock=time.time)
     events = []
     try:

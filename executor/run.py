@@ -175,6 +175,17 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     common = dict(links=links, first_device=problem.devices[0], devices=devices,
                   keep_outputs=check_frames, fault=fault, progress=progress)
     probe = ProbeWindow(calibrate, one_thread=threads == 1) if calibrate else None
+    if backend != "processes":
+        from dnnsplit.predictor.keras_env import current_backend
+
+        foreign = {d: r["backend"] for d, r in problem.runtimes.items()
+                   if r.get("backend", current_backend()) != current_backend()}
+        if foreign:
+            raise DnnsplitError(
+                f"the plan's device(s) {', '.join(f'{d} ({b})' for d, b in foreign.items())} "
+                f"were profiled on another Keras backend than this process's "
+                f"({current_backend()}): run with --backend processes, which starts each "
+                "device's stages on its own backend")
     if backend == "ray":
         from dnnsplit.executor.ray_backend import run_pipeline_ray
 
@@ -186,7 +197,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
 
         result = run_pipeline_processes(stages, data, model_input_keys(tg),
                                         list(tg.output_sources), threads=threads,
-                                        in_flight=in_flight, **common)
+                                        in_flight=in_flight, runtimes=problem.runtimes,
+                                        **common)
     else:
         with contextlib.ExitStack() as stack:
             if relay == "local":
@@ -212,6 +224,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             row["ray_node"] = result.nodes[row["stage"]]
         if row["stage"] in result.cpus:
             row["cpus"] = result.cpus[row["stage"]]
+        if row["stage"] in result.backends:
+            row["keras_backend"] = result.backends[row["stage"]]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
     predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,

@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from dnnsplit.partition.graph import TaskGraph
 from dnnsplit.partition.problem import Link, PlanError, Problem
@@ -135,7 +135,9 @@ def _read_link_file(file: str) -> tuple[Link, Link]:
 def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], float, str]:
     """Per-node compute time (ms) predicted for a device profile by its trained bundle, the
     profile's overhead of one compiled call (ms), and a warning when much of the predicted
-    time lies outside what the profile measured (``""`` otherwise)."""
+    time lies outside what the profile measured (``""`` otherwise).
+
+    :func:`profile_runtime` gives what the profile was measured with."""
     from dnnsplit.predictor.bundle import ProfileError, load_bundle
     from dnnsplit.predictor.compose import predict_graph
 
@@ -146,6 +148,14 @@ def predicted_costs(tg: TaskGraph, profile: str) -> tuple[dict[str, float], floa
     prediction = predict_graph(bundle, tg)  # one compiled call: one overhead
     return (prediction.node_ms, prediction.call_overhead_ms,
             prediction.coverage_warning(bundle.profile))
+
+
+def profile_runtime(profile: str) -> dict[str, Any]:
+    """``{"backend", "threads"}`` a device profile was measured with (its bundle's runtime)."""
+    from dnnsplit.predictor.bundle import load_bundle
+
+    backend, threads = load_bundle(profile).runtime
+    return {"backend": backend, "threads": threads}
 
 
 def _cost_column(tg: TaskGraph, costs: Mapping[str, Mapping[str, float]],
@@ -188,6 +198,7 @@ def problem_from_graph(
     compute: dict[str, dict[str, float]] = {n: {} for n in tg.nodes}
     overhead: dict[str, float] = {}
     columns: dict[str, tuple[dict[str, float], float, str]] = {}  # per source (shared)
+    runtimes: dict[str, dict[str, Any]] = {}
     for device in devices:
         if device.source not in columns:
             columns[device.source] = (
@@ -198,6 +209,9 @@ def problem_from_graph(
         for node in tg.nodes:
             compute[node][device.name] = column[node] * device.factor
         overhead[device.name] = call_ms * device.factor
+        if costs is None:
+            runtimes[device.name] = {"profile": device.source, "factor": device.factor,
+                                     **profile_runtime(device.source)}
     return Problem.build(
         nodes=tg.nodes,
         edges=list(tg.graph.edges),
@@ -210,4 +224,5 @@ def problem_from_graph(
         node_types={n: tg.graph.nodes[n]["layer_type"] for n in tg.nodes},
         call_overhead_ms=overhead,
         cost_notes=[warning for _, _, warning in columns.values() if warning],
+        runtimes=runtimes,
     )

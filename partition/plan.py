@@ -94,6 +94,7 @@ class Plan:
             "states": self.states,
             "note": self.note,
             "layer_splits": dict(self.layer_splits),
+            "runtimes": {d: dict(r) for d, r in p.runtimes.items()},
         }
 
     @classmethod
@@ -120,6 +121,8 @@ class Plan:
                 node_types={node["name"]: node.get("type", "") for node in data["nodes"]},
                 # plans written before call overheads were planned have none
                 call_overhead_ms=dict(data.get("call_overhead_ms") or {}),
+                # plans written before runtimes were recorded have none
+                runtimes=dict(data.get("runtimes") or {}),
             )
             assignment = dict(data["assignment"])
             stored = data["predicted"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
@@ -73,6 +73,9 @@ class Problem:
     #: caveats of where the costs came from (e.g. predictions outside the measured range):
     #: every plan of the problem carries them in its note
     cost_notes: tuple[str, ...] = ()
+    #: per device whose costs a profile predicted: ``{"profile", "factor", "backend",
+    #: "threads"}``, what the executor runs that device's stages with (none for costs files)
+    runtimes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -88,6 +91,7 @@ class Problem:
         node_types: Mapping[str, str] | None = None,
         call_overhead_ms: Mapping[str, float] | None = None,
         cost_notes: Sequence[str] = (),
+        runtimes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> "Problem":
         """Validate and build; nodes are re-ordered topologically (inputs first, stable)."""
         devices = tuple(devices)
@@ -146,6 +150,9 @@ class Problem:
         unknown = set(call_overhead_ms or {}) - set(devices)
         if unknown:
             raise PlanError(f"call overhead given for unknown device(s) {sorted(unknown)}")
+        unknown = set(runtimes or {}) - set(devices)
+        if unknown:
+            raise PlanError(f"runtimes given for unknown device(s) {sorted(unknown)}")
         position = {name: i for i, name in enumerate(nodes)}
         order = list(nx.lexicographical_topological_sort(
             graph, key=lambda n: (n not in inputs, position[n])))
@@ -161,6 +168,7 @@ class Problem:
             node_types=dict(node_types or {}),
             call_overhead_ms=overhead,
             cost_notes=tuple(cost_notes),
+            runtimes={d: dict(r) for d, r in (runtimes or {}).items()},
         )
 
     @cached_property

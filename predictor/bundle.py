@@ -9,7 +9,9 @@ reference-probe time, the per-call overhead, the weight-streaming cost of kernel
 
 :func:`load_bundle` reads it; if it was written by another major version of XGBoost or another
 bundle format, or its data hash no longer matches the CSVs beside it, it is rebuilt from those
-CSVs (and saved), or, without CSVs, refused with a message saying what to do.
+CSVs (and saved), or, without CSVs, refused with a message saying what to do. A bundle
+transferred from a base profile (:mod:`dnnsplit.predictor.transfer`) is rebuilt as a transfer,
+also when its base was retrained.
 """
 
 from __future__ import annotations
@@ -119,6 +121,20 @@ class Bundle:
             "coverage": {t: c.to_dict() for t, c in self.coverage.items()},
         }
 
+    @property
+    def runtime(self) -> tuple[str, int]:
+        """``(Keras backend, intra-op threads)`` the profile was measured with: from the rows
+        (``meta``), else from a name like ``cpu-2t-jax``, else TensorFlow with one thread."""
+        import re
+
+        backend, threads = self.meta.get("backend"), self.meta.get("threads")
+        named = re.fullmatch(r"[a-z]+-(\d+)t-([a-z]+)", self.profile)
+        if backend is None and named:
+            backend = named.group(2)
+        if threads is None and named:
+            threads = int(named.group(1))
+        return str(backend or "tensorflow"), int(threads or 1)
+
     def streaming_cost(self, weight_bytes: float) -> float:
         """Probe units a kernel with ``weight_bytes`` of weights pays in a model over alone
         (0 without a streaming fit)."""
@@ -163,6 +179,17 @@ class Bundle:
         return write_json_atomic(path, self.to_dict())
 
 
+def _base_changed(bundle: Bundle) -> bool:
+    """A transferred bundle (``meta["base"]``) whose base was retrained since."""
+    base = bundle.meta.get("base")
+    if not base:
+        return False
+    try:
+        return load_bundle(base).data_hash != bundle.meta.get("base_hash")
+    except DnnsplitError:
+        return False  # the base is gone: the stored transfer is all there is
+
+
 def load_bundle(profile: str | Path, rebuild: bool = True) -> Bundle:
     """The bundle of a profile; rebuilt from its CSVs when it cannot be used as stored."""
     folder = profile_dir(profile)
@@ -173,8 +200,11 @@ def load_bundle(profile: str | Path, rebuild: bool = True) -> Bundle:
         try:
             bundle = Bundle.from_dict(json.loads(path.read_text()))
             if not has_data or bundle.data_hash == data_hash(folder):
-                return bundle
-            problem = "its data (CSVs, weight-streaming fit) changed since it was trained"
+                if not _base_changed(bundle):
+                    return bundle
+                problem = f"its base profile {bundle.meta['base']} was retrained"
+            else:
+                problem = "its data (CSVs, weight-streaming fit) changed since it was trained"
         except (BundleFormatError, json.JSONDecodeError) as exc:
             problem = str(exc)
     else:
@@ -186,9 +216,11 @@ def load_bundle(profile: str | Path, rebuild: bool = True) -> Bundle:
     if not rebuild:
         raise BundleFormatError(f"bundle of {folder.name} cannot be used: {problem}")
     from dnnsplit.predictor.train import train
+    from dnnsplit.predictor.transfer import base_of, train_transfer
 
     log.warning("rebuilding the predictor of %s from its CSVs (%s)", folder.name, problem)
-    bundle = train(folder)
+    base = base_of(folder)
+    bundle = train_transfer(folder, base) if base else train(folder)
     try:
         bundle.save(path)
     except OSError as exc:  # a read-only install still gets a working predictor

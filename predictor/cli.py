@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import typer
@@ -54,18 +55,39 @@ def train_command(
     constant_probe: bool = typer.Option(
         False, "--constant-probe",
         help="normalise every row by the profile's median probe, not its own window's"),
+    base: Optional[str] = typer.Option(
+        None, help="fit DATA as a transform of this profile's predictor (few rows: a new "
+                   "device measured with `collectors collect --quick`)"),
+    forms: Optional[str] = typer.Option(
+        None, help="--base: the ratio forms allowed, comma-separated (device,type,trend,trees; "
+                   "`device` alone: the base scaled by one number)"),
 ) -> None:
-    """Fit per-layer-type regressors (k-fold CV picks the family) and save the bundle."""
+    """Fit per-layer-type regressors (k-fold CV picks the family) and save the bundle; with
+    --base, fit the device as the base's predictor times per-type ratios."""
     from pathlib import Path
 
     from dnnsplit.predictor.bundle import BUNDLE_NAME
-    from dnnsplit.predictor.estimators import FAMILIES
+    from dnnsplit.predictor.errors import DnnsplitError
+    from dnnsplit.predictor.estimators import FAMILIES, TransferFamily
     from dnnsplit.predictor.train import train
+    from dnnsplit.predictor.transfer import train_transfer
 
-    bundle = train(data, progress=not quiet, per_row_probe=not constant_probe)
+    if base is None:
+        if forms is not None:
+            raise DnnsplitError("--forms needs --base")
+        bundle = train(data, progress=not quiet, per_row_probe=not constant_probe)
+        families = list(FAMILIES)
+    else:
+        chosen_forms = tuple(f.strip() for f in (forms or ",".join(TransferFamily.FORMS))
+                             .split(",") if f.strip())
+        unknown = sorted(set(chosen_forms) - set(TransferFamily.FORMS))
+        if unknown or not chosen_forms:
+            raise DnnsplitError(f"--forms: unknown {', '.join(unknown) or '(none given)'}; "
+                                f"choose from {', '.join(TransferFamily.FORMS)}")
+        bundle = train_transfer(data, base, forms=chosen_forms, progress=not quiet)
+        families = list(chosen_forms)
     path = bundle.save(Path(out or data) / BUNDLE_NAME if not str(out or "").endswith(".json")
                        else Path(out))
-    families = list(FAMILIES)
     typer.echo(f"{'type':24s} {'rows':>5s} " + " ".join(f"{f:>9s}" for f in families)
                + "  chosen")
     for layer_type in sorted(bundle.cv):
@@ -74,6 +96,11 @@ def train_command(
                          else f"{'':>9s}" for f in families)
         typer.echo(f"{layer_type:24s} {bundle.rows[layer_type]:5d} {cells}  "
                    f"{bundle.chosen[layer_type]}")
+    if base is not None:
+        typer.echo(f"transferred from {base}: the device in one number "
+                   f"x{math.exp(bundle.meta['device_log_ratio']):.3f} of the base's time "
+                   f"(probe units); types lean on it with {bundle.meta['prior_rows']:.1f} "
+                   "pseudo-rows")
     typer.echo(f"model-level correction x{bundle.correction:.3f} "
                f"({bundle.meta.get('correction')}); bundle written to {path}")
 

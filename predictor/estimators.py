@@ -14,6 +14,7 @@ DataFrame of named features and sets attributes ending in ``_``; ``predict`` ref
 | ``xgboost`` | XGBoost with deeper, subsampled trees (depth 6) | log time |
 | ``anchored_forest`` | ``loglinear`` x a ``forest`` fitted on its ratio | log time |
 | ``anchored_gbm`` | ``loglinear`` x a ``gbm`` fitted on its ratio | log time |
+| ``transfer`` | another device's estimator x a fitted ratio (see ``predictor.transfer``) | ratio |
 
 Trees alone predict no time beyond the largest they were trained on; the anchored families
 keep the log-linear trend (which extrapolates in size) and let the trees learn the shape
@@ -60,7 +61,7 @@ class _Family(BaseEstimator, RegressorMixin):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "_Family":
-        family = FAMILIES.get(data.get("family"))
+        family = STORED_FAMILIES.get(data.get("family"))
         if family is None:
             raise BundleFormatError(f"unknown estimator family {data.get('family')!r}")
         est = family(**data["params"])
@@ -274,10 +275,99 @@ class AnchoredGBMFamily(_AnchoredFamily):
     trees = GBMFamily
 
 
+class TransferFamily(_Family):
+    """time = base(X) * exp(log ratio), ``base`` a fitted estimator of another device.
+
+    ``form`` says how the log ratio is modelled (fitted on this device's rows; ``prior``, the
+    log ratio of the whole device, and ``prior_rows`` are given by the caller):
+
+    - ``device``: the prior itself (the base scaled by one number);
+    - ``type``: the rows' mean log ratio shrunk toward the prior,
+      ``(n * mean + prior_rows * prior) / (n + prior_rows)``;
+    - ``trend``: ``type`` plus ridge slopes (``alpha``) on the standardised log sizes, the load
+      and the log of the base's prediction (a speed-up that grows with the kernel's size);
+    - ``trees``: a ``gbm`` on the ratio over the same columns (needs many rows).
+    """
+
+    family = "transfer"
+    FORMS = ("device", "type", "trend", "trees")
+
+    def __init__(self, form: str = "type", prior: float = 0.0, prior_rows: float = 5.0,
+                 alpha: float = 10.0):
+        self.form = form
+        self.prior = prior
+        self.prior_rows = prior_rows
+        self.alpha = alpha
+
+    def _ratio_frame(self, frame: pd.DataFrame, base_pred: np.ndarray) -> pd.DataFrame:
+        from dnnsplit.predictor.feature_table import LOGLINEAR_COLUMNS
+
+        columns = {c: frame[c].to_numpy(dtype=float) for c in LOGLINEAR_COLUMNS if c in frame}
+        columns["log_base"] = np.log(base_pred)
+        return pd.DataFrame(columns, index=frame.index)
+
+    def fit(self, X: pd.DataFrame, y, base: _Family):
+        if self.form not in self.FORMS:
+            raise DnnsplitError(f"unknown transfer form {self.form!r}: {', '.join(self.FORMS)}")
+        self.feature_names_ = list(base.feature_names_)
+        self.base_ = base
+        y = np.asarray(y, dtype=float)
+        self.offset_, self.coef_, self.trees_ = float(self.prior), None, None
+        self.mean_ = self.std_ = None
+        if len(y) == 0 or self.form == "device":
+            return self
+        frame = self._frame(X)
+        base_pred = base.predict(frame)
+        log_ratio = np.log(y) - np.log(base_pred)
+        n = len(y)
+        self.offset_ = float((n * log_ratio.mean() + self.prior_rows * self.prior)
+                             / (n + self.prior_rows))
+        if self.form == "trend":
+            A = self._ratio_frame(frame, base_pred).to_numpy(dtype=float)
+            self.mean_ = A.mean(axis=0)
+            self.std_ = np.where(A.std(axis=0) > 0, A.std(axis=0), 1.0)
+            Z = (A - self.mean_) / self.std_
+            self.coef_ = np.linalg.solve(Z.T @ Z + self.alpha * np.eye(Z.shape[1]),
+                                         Z.T @ (log_ratio - self.offset_))
+        elif self.form == "trees":
+            self.trees_ = GBMFamily().fit(self._ratio_frame(frame, base_pred), np.exp(log_ratio))
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        frame = self._frame(X)
+        base_pred = self.base_.predict(frame)
+        if self.trees_ is not None:
+            return base_pred * self.trees_.predict(self._ratio_frame(frame, base_pred))
+        log_ratio = np.full(len(frame), self.offset_)
+        if self.coef_ is not None:
+            A = self._ratio_frame(frame, base_pred).to_numpy(dtype=float)
+            log_ratio = log_ratio + ((A - self.mean_) / self.std_) @ self.coef_
+        return base_pred * np.exp(np.clip(log_ratio, -30, 30))
+
+    def _state(self):
+        return {"base": self.base_.to_dict(), "offset": self.offset_,
+                "coef": None if self.coef_ is None else self.coef_.tolist(),
+                "mean": None if self.mean_ is None else self.mean_.tolist(),
+                "std": None if self.std_ is None else self.std_.tolist(),
+                "trees": None if self.trees_ is None else self.trees_.to_dict()}
+
+    def _load_state(self, state):
+        def array(key):
+            return None if state[key] is None else np.asarray(state[key], dtype=float)
+
+        self.base_ = _Family.from_dict(state["base"])
+        self.offset_ = float(state["offset"])
+        self.coef_, self.mean_, self.std_ = array("coef"), array("mean"), array("std")
+        self.trees_ = None if state["trees"] is None else _Family.from_dict(state["trees"])
+
+
+#: The families trained from a device's own rows (what ``predictor train`` chooses among).
 FAMILIES: dict[str, type[_Family]] = {
     cls.family: cls for cls in (LinearFamily, LogLinearFamily, ForestFamily, GBMFamily,
                                 XGBoostFamily, AnchoredForestFamily, AnchoredGBMFamily)
 }
+#: Every family a bundle may store (``transfer`` wraps another device's estimator).
+STORED_FAMILIES: dict[str, type[_Family]] = {**FAMILIES, TransferFamily.family: TransferFamily}
 
 
 def make(family: str, **params) -> _Family:

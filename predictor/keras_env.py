@@ -85,6 +85,13 @@ def compiled_model(model, device: str | None = None) -> Callable:
     return compiled(lambda xs: model(xs, training=False), device)
 
 
+def current_backend() -> str:
+    """The Keras backend of this process: the imported one, else the one it would import."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
 #: Keras backends whose import is safe to fork from (nothing of the runtime started yet).
 WARM_START_BACKENDS = ("tensorflow", "jax")
 
@@ -107,11 +114,8 @@ def process_context():
     """
     import multiprocessing
 
-    if "keras" in sys.modules:
-        backend = sys.modules["keras"].backend.backend()
-    else:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend in WARM_START_BACKENDS and "forkserver" in multiprocessing.get_all_start_methods():
+    if current_backend() in WARM_START_BACKENDS \
+            and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["dnnsplit.predictor.warm_keras"])  # before it starts
         return ctx

@@ -9,7 +9,9 @@ rows use fewer folds; below ``MIN_ROWS_FOR_CV`` only the log-linear family is fi
 log-linear model over all rows is the fallback for layer types without their own model.
 The weight-streaming fit stored with the profile (``weight-streaming.json``) is taken over
 as it is. Afterwards one model-level correction (a scale on the kernel sum) is fitted on the
-*training* models' ground truth (``models.csv``), never on the evaluation models.
+*training* models' ground truth (``models.csv``), never on the evaluation models; with it,
+each layer type's mean share of the training models' predicted time (``meta["type_shares"]``,
+what a quick collection on a new device spends its minutes by).
 """
 
 from __future__ import annotations
@@ -121,12 +123,26 @@ def train(folder: str | Path, families: Sequence[str] | None = None,
         call_overhead_ms=statistics.median(overheads or [0.0]),
         cv=cv, chosen=chosen, rows=rows, versions=library_versions(),
         data_hash=data_hash(folder),
-        meta={"target": "per-row probe" if per_row_probe else "profile median probe"},
+        meta={"target": "per-row probe" if per_row_probe else "profile median probe",
+              **measured_runtime(all_records)},
         coverage=coverage,
     )
     bundle.streaming = read_streaming(folder)
     fit_correction(bundle, folder, ground_truth)
     return bundle
+
+
+def measured_runtime(records: Sequence[dict]) -> dict:
+    """``{"backend": ..., "threads": ...}`` most rows were measured with (empty without
+    rows)."""
+    from collections import Counter
+
+    pairs = Counter((str(r.get("backend") or "tensorflow"), int(float(r.get("threads") or 1)))
+                    for r in records)
+    if not pairs:
+        return {}
+    (backend, threads), _ = pairs.most_common(1)[0]
+    return {"backend": backend, "threads": threads}
 
 
 def read_ground_truth(folder: Path) -> list[dict[str, str]] | None:
@@ -162,19 +178,40 @@ def fit_correction(bundle: Bundle, folder: Path,
         bundle.meta["correction"] = "none: no models.csv"
         return
     per_row = bundle.meta.get("target") == "per-row probe"
-    from dnnsplit.predictor.compose import predict_model_normalised
-
-    ratios, used = [], []
+    ratios, used, shares = [], [], []
     for row in rows:
         if row["split"] != "train" or row["load_target"] != "0":
             continue
         probe = float(row["ref_probe_ms"]) if per_row else bundle.reference_probe_ms
         measured = float(row["median_ms"]) / probe
-        kernels, = predict_model_normalised(bundle, row["model"], [float(row["load"])],
-                                            corrected=False)
+        kernels, by_type = predict_model_by_type(bundle, row["model"], float(row["load"]))
         ratios.append(math.log(measured / kernels))
+        shares.append({t: v / sum(by_type.values()) for t, v in by_type.items()})
         used.append(row["model"])
     if ratios:
         bundle.correction = math.exp(statistics.median(ratios))
         bundle.meta["correction"] = {"fitted_on": used, "method": "exp(median log ratio)",
                                      "spread_log": statistics.pstdev(ratios)}
+        types = sorted({t for share in shares for t in share})
+        bundle.meta["type_shares"] = {t: round(statistics.fmean(s.get(t, 0.0) for s in shares), 6)
+                                      for t in types}
+
+
+def predict_model_by_type(bundle: Bundle, model_name: str,
+                          load: float = 0.0) -> tuple[float, dict[str, float]]:
+    """A named model's uncorrected time in probe units (kernels and call overhead), and the
+    kernels' part per layer type (of each kernel's first layer)."""
+    from dnnsplit.predictor.compose import predict_graph
+    from dnnsplit.predictor.fusion import OPS_AS_LAYERS
+    from dnnsplit.predictor.keras_env import import_keras
+    from dnnsplit.predictor.model_graph import TaskGraph
+    from dnnsplit.predictor.model_source import load_model
+
+    tg = TaskGraph.from_keras(load_model(model_name))
+    prediction = predict_graph(bundle, tg, load=load, probe_ms=1.0, corrected=False)
+    by_type: dict[str, float] = defaultdict(float)
+    for kernel, units in prediction.kernel_ms:
+        first = tg.graph.nodes[kernel.nodes[0]]["layer_type"]
+        by_type[OPS_AS_LAYERS.get(first, first)] += units
+    import_keras().backend.clear_session()
+    return prediction.total_ms, dict(by_type)

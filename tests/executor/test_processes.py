@@ -1,6 +1,8 @@
 """The processes backend: a process per stage, shared memory between; same outputs, order and
 fault handling as threads, and no process outlives a run."""
 
+import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from dnnsplit.executor.pipeline import ExecutorError, Fault
+from dnnsplit.predictor.errors import DnnsplitError
 import dnnsplit.executor.processes as processes
 from dnnsplit.collectors.timing import cpu_blocks
 from dnnsplit.executor.processes import Ring, run_pipeline_processes
@@ -159,3 +162,21 @@ def test_stage_processes_fork_from_a_warm_server_under_tensorflow_and_jax_and_sp
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env=dict(os.environ, KERAS_BACKEND=backend))
         assert done.stdout.split() == [method, "False"], done.stderr[-2000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
+def test_a_mixed_backend_two_stage_run_equals_the_unsplit_model():
+    """Device a profiled on TensorFlow, b on JAX: b's stage runs in a JAX process, tensors
+    cross as arrays, outputs equal the unsplit (TensorFlow) model."""
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    runtimes = {"a": {"backend": "tensorflow", "threads": 1},
+                "b": {"backend": "jax", "threads": 1}}
+    plan = dataclasses.replace(plan, problem=dataclasses.replace(plan.problem,
+                                                                 runtimes=runtimes))
+    report = execute(model, plan, frames=8, backend="processes", check_frames=8)
+    assert report.outputs_match
+    assert {row["device"]: row["keras_backend"] for row in report.stages} == \
+        {"a": "tensorflow", "b": "jax"}
+    with pytest.raises(DnnsplitError, match=r"b \(jax\).*--backend processes"):
+        execute(model, plan, frames=2, backend="local")

@@ -22,17 +22,23 @@ def synthetic_ms(record: dict) -> float:
     return 0.01 + record["flops"] / 5e7 + (record["input_bytes"] + record["output_bytes"]) / 2e7
 
 
-def make_profile(folder: Path, rows_per_type: int = 30, seed: int = 0) -> Path:
+def make_profile(folder: Path, rows_per_type: int = 30, seed: int = 0,
+                 cost=None, types=None) -> Path:
+    """A profile folder whose rows follow ``cost(record, layer_type)`` ms at probe 2.0 (default:
+    :func:`synthetic_ms`), for ``types`` (default all of TYPES)."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for layer_type, (family, space) in TYPES.items():
+        if types is not None and layer_type not in types:
+            continue
         grid = Grid(layer_type, family, rows_per_type, seed, False, space)
         store = CsvStore(folder / f"{layer_type}.csv", list(RECORD_COLUMNS),
                          ("kernel_key", "load_target"))
         for config in random_configs(grid):
             record = config.record()
             probe = rng.uniform(1.8, 2.2)  # the machine drifts; times scale with the probe
-            ms = synthetic_ms(record) * probe / 2.0
+            law = synthetic_ms(record) if cost is None else cost(record, layer_type)
+            ms = law * probe / 2.0
             record.update(fused_pattern=config.pattern, kernel_key=config.key,
                           kernel_config=config.to_json(), load_target="0",
                           device_profile=folder.name, backend="tensorflow",
