@@ -166,13 +166,16 @@ def evaluate_command(
     device: str = typer.Option(..., help="device profile name or folder"),
     docs: str = typer.Option("docs", help="folder for accuracy-<profile>.md and .png"),
     as_json: bool = typer.Option(False, "--json"),
+    truth: Optional[str] = typer.Option(
+        None, help="the profile whose ground truth (models.csv) to compare with (default: "
+                   "DEVICE's own; e.g. the full profile of the device a quick one measured)"),
 ) -> None:
     """Measured vs predicted on the held-out models; writes the accuracy report and plot."""
     import sys
 
     from dnnsplit.predictor.evaluate import evaluate_profile, write_report
 
-    report = evaluate_profile(device)
+    report = evaluate_profile(device, truth_profile=truth)
     md, png = write_report(report, docs, command="predictor " + " ".join(sys.argv[1:]))
     summary = {"profile": report.profile, "models": len(report.results),
                "within_10": report.fraction_within(0.10), "within_20": report.fraction_within(0.20),

@@ -93,16 +93,22 @@ class AccuracyReport:
                 + (f" ({', '.join(beyond)})" if beyond else "") + f", Spearman {rho:.3f}.")
 
 
-def evaluate_profile(profile: str, split: str = "evaluation",
-                     bundle: Bundle | None = None) -> AccuracyReport:
+def evaluate_profile(profile: str | Path, split: str = "evaluation",
+                     bundle: Bundle | None = None,
+                     truth_profile: str | Path | None = None) -> AccuracyReport:
+    """``profile``'s predictor against the ground truth of ``truth_profile`` (default: its own;
+    e.g. a quick profile of a device against the device's full profile's ``models.csv``)."""
     from dnnsplit.predictor.compose import predict_model_normalised
 
     from dnnsplit.predictor.train import read_ground_truth
 
     folder = profile_dir(profile)
-    truth = read_ground_truth(folder)
+    truth_folder = profile_dir(truth_profile) if truth_profile is not None else folder
+    truth = read_ground_truth(truth_folder)
     if truth is None:
-        raise ProfileError(f"no ground truth in {folder}: run `collectors models` first")
+        raise ProfileError(f"no ground truth in {truth_folder}: run `collectors models` first"
+                           + ("" if truth_profile else ", or give --truth PROFILE of the same "
+                              "device"))
     bundle = bundle or load_bundle(folder)
     rows = [row for row in truth if row["split"] == split]
     by_model: dict[str, list[dict]] = {}
@@ -124,12 +130,12 @@ def evaluate_profile(profile: str, split: str = "evaluation",
     if not results:
         raise ProfileError(f"no {split} models in {truth}")
     noise = None
-    repeat = folder / "repeatability.json"
+    repeat = truth_folder / "repeatability.json"
     if repeat.exists():
         import json
 
         noise = {k: v for k, v in json.loads(repeat.read_text()).items() if k != "details"}
-    caveats_file = folder / CAVEATS_NAME
+    caveats_file = truth_folder / CAVEATS_NAME
     caveats = read_json(caveats_file, "caveats file", ProfileError) if caveats_file.exists() \
         else {}
     return AccuracyReport(folder.name, results, bundle.cv, bundle.chosen, bundle.rows, noise,

@@ -146,6 +146,20 @@ def test_a_profile_plans_with_its_bundles_call_overhead(branchy):
 
     only_a = single_device_baselines(problem, "latency")[0]
     assert only_a.value == pytest.approx(predict_graph(bundle, tg).total_ms)
+    # each device records what the executor runs it with: the profile's backend and threads
+    assert problem.runtimes == {
+        "a": {"profile": "cpu-1t-tensorflow", "factor": 1.0, "backend": "tensorflow",
+              "threads": 1},
+        "b": {"profile": "cpu-1t-tensorflow", "factor": 3.0, "backend": "tensorflow",
+              "threads": 1}}
+    from dnnsplit.partition.planner import make_plans
+
+    plan = make_plans(problem, "latency", ["dp"])[0]
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.problem.runtimes == problem.runtimes
+    old = plan.to_dict()
+    del old["runtimes"]  # a plan written before runtimes were recorded
+    assert Plan.from_dict(old).problem.runtimes == {}
 
 
 def write(tmp_path, name, text):

@@ -326,3 +326,17 @@ def test_a_streaming_fit_beside_the_csvs_is_trained_in_and_makes_the_bundle_stal
     (copy / STREAMING_NAME).write_text("per_mib = 0.002")
     with pytest.raises(ProfileError, match="weight-streaming fit .* is not JSON"):
         load_bundle(copy)
+
+
+def test_a_profile_says_which_backend_and_threads_it_was_measured_with(profile):
+    bundle = load_bundle(profile)
+    assert bundle.meta["backend"] == "tensorflow" and bundle.meta["threads"] == 1
+    assert bundle.runtime == ("tensorflow", 1)
+    # a bundle without them (trained before they were recorded): from the profile's name
+    for name, runtime in (("cpu-2t-jax", ("jax", 2)), ("gpu-1t-tensorflow", ("tensorflow", 1)),
+                          ("phone", ("tensorflow", 1))):
+        bare = Bundle.from_dict({**bundle.to_dict(), "profile": name,
+                                 "meta": {"target": "per-row probe"}})
+        assert bare.runtime == runtime
+    two = Bundle.from_dict({**bundle.to_dict(), "meta": {"backend": "jax", "threads": 2}})
+    assert two.runtime == ("jax", 2)
