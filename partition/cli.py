@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import typer
@@ -219,6 +220,100 @@ def plan_command(
                + ") divided by the plan's")
     if out:
         typer.echo(f"plans written to {out}/")
+
+
+def _range(text: str, option: str) -> tuple[float, float]:
+    """'LOW:HIGH' (or one number) -> (low, high)."""
+    low, _, high = text.partition(":")
+    try:
+        values = float(low), float(high or low)
+    except ValueError:
+        raise DnnsplitError(f"{option} {text!r} is not LOW:HIGH, e.g. 0.5:1000") from None
+    if not (0 < values[0] <= values[1] and all(math.isfinite(v) for v in values)):
+        raise DnnsplitError(f"{option} {text!r}: give 0 < LOW <= HIGH")
+    return values
+
+
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="keras.applications or zoo name, or a .keras/.h5 file"),
+    device: list[str] = typer.Option(
+        ..., "--device", metavar="NAME=SOURCE[:xF]",
+        help="a device, as for `partition plan` (at least two; the first holds the input and "
+             "is the one --speed slows)"),
+    mbps: str = typer.Option("0.5:1000", metavar="LOW:HIGH",
+                             help="link bandwidths to sweep (Mbit/s, a log grid)"),
+    points: int = typer.Option(25, min=1, help="bandwidths in the grid"),
+    speed: Optional[str] = typer.Option(
+        None, metavar="F1:F2", help="also sweep the first device's speed: its compute times x F "
+        "for F over a log grid from F1 to F2 (e.g. 1:16; default: as the profiles say)"),
+    speed_points: int = typer.Option(9, min=1, help="speed factors in the grid (with --speed)"),
+    rtt_ms: float = typer.Option(0.0, "--rtt-ms", metavar="MS",
+                                 help="round-trip time of every link"),
+    objective: str = typer.Option("latency", help="latency or throughput"),
+    algorithm: str = typer.Option("dp", help="the planner at each point (dp: exact for two "
+                                  "devices)"),
+    costs: Optional[str] = typer.Option(None, metavar="FILE",
+                                        help="measured costs instead of profiles (as for plan)"),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", metavar="S",
+                                               help="seconds per plan (as for plan)"),
+    out: Optional[str] = typer.Option(None, metavar="FILE.json", help="write the sweep as JSON"),
+    plot: Optional[str] = typer.Option(
+        None, metavar="FILE.png", help="heat map of the gain over the best single device, the "
+        "region where splitting gains >= 5% outlined"),
+    as_json: bool = typer.Option(False, "--json", help="print the sweep as JSON"),
+    input_shape: Optional[str] = typer.Option(None, metavar="H,W,C",
+                                              help="input shape without batch"),
+    batch: int = typer.Option(1, min=1, help="batch size"),
+) -> None:
+    """Seed 002's acceleration region: the best plan's gain over a grid of link bandwidth (and
+    of the first device's speed); where splitting beats all-local and all-offload."""
+    from dnnsplit.partition.costs import DeviceSpec, load_costs, parse_links, problem_from_graph
+    from dnnsplit.partition.graph import TaskGraph
+    from dnnsplit.partition.sweep import REGION_GAIN, log_grid, plot_sweep, sweep
+    from dnnsplit.predictor.files import write_json_atomic
+    from dnnsplit.predictor.model_source import load_model
+
+    low, high = _range(mbps, "--mbps")
+    speeds = log_grid(*_range(speed, "--speed"), speed_points) if speed else [1.0]
+    specs = [DeviceSpec.parse(d) for d in device]
+    if len(specs) < 2:
+        raise DnnsplitError("give at least two --device: a sweep asks where splitting pays")
+    table = load_costs(costs) if costs else None
+    tg = TaskGraph.from_keras(load_model(model, parse_shape(input_shape)), batch_size=batch)
+    problem = problem_from_graph(tg, specs, parse_links([d.name for d in specs], [], high, 0.0),
+                                 table and table.compute_ms, table and table.call_overhead_ms)
+    result = sweep(problem, log_grid(low, high, points), speeds, objective, rtt_ms, algorithm,
+                   model=tg.name, time_limit_s=time_limit, progress=not as_json)
+    if out:
+        write_json_atomic(out, result.to_dict())
+    if plot:
+        plot_sweep(result, plot)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    first = specs[0].name
+    unit = "latency" if objective == "latency" else "period"
+    typer.echo(f"{tg.name}: {objective}, {len(result.mbps)} bandwidths {low:g}-{high:g} Mbps x "
+               f"{len(speeds)} speed(s) of {first}, RTT {rtt_ms:g} ms ({algorithm})")
+    typer.echo(f"{first + ' x':>10s} {'best gain':>10s} {'at Mbps':>9s}  "
+               "split beats all-local and all-offload (Mbps)   split gains >= 5% (Mbps)")
+    for s in speeds:
+        row = [p for p in result.points if p.speed == s]
+        top = max(row, key=lambda p: p.gain_best)
+        beats, region = result.split_range(s), result.split_range(s, REGION_GAIN)
+        typer.echo(f"{s:10.3g} {top.gain_best:9.2f}x {top.mbps:9.3g}  "
+                   f"{_span(beats):45s} {_span(region)}")
+    typer.echo(f"gain = the best single device's {unit} / the best plan's; "
+               f"{len(result.region())} of {len(result.points)} points split with a gain "
+               f">= {REGION_GAIN - 1:.0%}" + (f"; sweep written to {out}" if out else "")
+               + (f"; plot {plot}" if plot else ""))
+
+
+def _span(span) -> str:
+    return "never" if span is None else f"{span[0]:.3g} - {span[1]:.3g}"
 
 
 def main() -> None:
