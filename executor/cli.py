@@ -92,6 +92,15 @@ def run_command(
     calibrate: Optional[str] = typer.Option(
         None, help="PROFILE the plan was predicted from: time its reference probe around the "
         "run and also give the prediction at this machine's present speed"),
+    throttle: list[str] = typer.Option(
+        [], "--throttle", metavar="DEVICE=FRACTION",
+        help="processes backend: confine a device's stage processes to FRACTION of their CPU "
+             "with a CPU quota (cgroups, root), e.g. phone=0.25 (repeatable). A plan device "
+             "with :xF is throttled to 1/F anyway (see --no-emulate-factors)"),
+    emulate_factors: bool = typer.Option(
+        True, "--emulate-factors/--no-emulate-factors",
+        help="processes backend: throttle each :xF device (F > 1) to 1/F of its CPU so that "
+             "it really is F times slower; without, the report says it was not emulated"),
     fault: Optional[str] = typer.Option(None, hidden=True,
                                         help="DEVICE:FRAME:raise|exit, to test fault handling"),
 ) -> None:
@@ -118,7 +127,10 @@ def run_command(
                    devices=parse_pairs(keras_device, "--keras-device"), address=address,
                    placement=parse_pairs(ray_node, "--ray-node"),
                    fault=Fault.parse(fault) if fault else None, progress=not as_json,
-                   calibrate=calibrate, in_flight=in_flight, relay=relay, on_ready=announce)
+                   calibrate=calibrate, in_flight=in_flight, relay=relay, on_ready=announce,
+                   throttle={d: _fraction(f) for d, f in
+                             parse_pairs(throttle, "--throttle").items()},
+                   emulate_factors=emulate_factors)
     report = execute_with_baseline(keras_model, loaded, repeats=repeats, **options) \
         if baseline else execute(keras_model, loaded, **options)
     if timeline:
@@ -149,6 +161,8 @@ def print_report(report) -> None:
 
     typer.echo(f"{report.frames} frames, backend {report.backend}, outputs match the unsplit "
                f"model: {report.outputs_match}")
+    for note in report.notes:
+        typer.echo(note)
     if report.speedup:
         s, one = report.speedup, report.single
         typer.echo(f"speed-up ({s['of']}) over the unsplit model on {one['device']}: measured "
@@ -195,6 +209,13 @@ def print_report(report) -> None:
     if now:
         typer.echo(f"speed now: reference probe {now['probe_ms']:.2f} ms vs the profile's "
                    f"{now['profile_probe_ms']:.2f} ms (x{now['speed_factor']:.3f})")
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DnnsplitError(f"--throttle: {text!r} is not a fraction such as 0.25") from None
 
 
 def parse_pairs(items: list[str], option: str) -> dict[str, str]:

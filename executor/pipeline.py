@@ -57,6 +57,8 @@ class RunResult:
     cpus: dict[str, list[int]] = field(default_factory=dict)  # -> CPUs it ran on (processes)
     #: stage -> the Keras backend its process ran (processes)
     backends: dict[str, str] = field(default_factory=dict)
+    #: device -> its CPU quota and how often the kernel held it back (processes, throttled)
+    throttled: dict[str, dict] = field(default_factory=dict)
     #: stage name -> its device (they differ for a device's second visit, ``phone#2``)
     stage_devices: dict[str, str] = field(default_factory=dict)
 

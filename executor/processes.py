@@ -147,7 +147,8 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
                            queue_size: int = 2, keep_outputs: int = 3,
                            timeout_s: float = 600.0, fault: Fault | None = None,
                            progress: bool = False, in_flight: int | None = None,
-                           runtimes: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+                           runtimes: Mapping[str, Mapping[str, Any]] | None = None,
+                           throttle: Mapping[str, float] | None = None) -> RunResult:
     """Push ``frames`` through ``stages``, a process each; same contract as ``run_pipeline``.
 
     ``threads`` per stage process; ``cpus`` lists the CPUs of each stage's process
@@ -156,7 +157,9 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
     device to the ``backend`` and ``threads`` its stages run with (a plan's
     ``problem.runtimes``, from the device's profile); other devices run this process's backend
     with ``threads``. A stage whose backend is not this process's runs in a fresh interpreter
-    started with that backend; tensors cross between backends as NumPy arrays.
+    started with that backend; tensors cross between backends as NumPy arrays. ``throttle``
+    maps a device to the fraction of its CPUs its processes may use
+    (:class:`~dnnsplit.collectors.throttle.CpuQuota`, removed when the run ends).
     """
     devices = devices or {}
     in_flight = in_flight or default_in_flight(len(stages))
@@ -185,7 +188,14 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
     device_lock = {device: ctx.Lock() for device in groups}
     readers = consumers(stages)
     procs = []
+    quotas: dict[str, Any] = {}
     try:
+        for device, fraction in (throttle or {}).items():
+            from dnnsplit.collectors.throttle import CpuQuota
+
+            quotas[device] = CpuQuota(fraction, name=f"{device}-quota",
+                                      cpus=runtime.get(device, (here, threads))[1])
+            quotas[device].open()
         upstream = None
         for i, stage in enumerate(stages):
             light = replace(stage, model=None)
@@ -203,15 +213,23 @@ def run_pipeline_processes(stages: Sequence[Stage], frames: Sequence[Sequence[np
             for proc, stage in zip(procs, stages):
                 with keras_backend_env(runtime[stage.device][0]):
                     proc.start()
+                if stage.device in quotas:
+                    quotas[stage.device].add(proc.pid)
         watch = _Watch(stages, procs, stop, reports, time.monotonic() + timeout_s, timeout_s)
         watch.wait_ready()
-        return _run(stages, frames, input_keys, output_keys, rings, watch, links,
-                    first_device, keep_outputs, in_flight, progress)
+        result = _run(stages, frames, input_keys, output_keys, rings, watch, links,
+                      first_device, keep_outputs, in_flight, progress)
+        result.throttled = {device: {"fraction": quota.fraction,
+                                     "period_ms": quota.period_us / 1000, **quota.throttled()}
+                            for device, quota in quotas.items()}
+        return result
     except KeyboardInterrupt:
         raise Interrupted("interrupted (Ctrl-C): the pipeline was stopped") from None
     finally:
         stop.set()
         _stop_all(procs)
+        for quota in quotas.values():
+            quota.close()
         reports.close()
         reports.join_thread()
         alive.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +41,59 @@ class ExecutionReport:
     single: dict[str, Any] | None = None
     #: :func:`execute_with_baseline`: measured (median, range) and predicted speed-up
     speedup: dict[str, Any] | None = None
+    #: one line per device whose speed was emulated (a CPU quota) or whose what-if factor
+    #: was not (:func:`emulation`)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"single": self.single, "speedup": self.speedup} if self.speedup else {}
         return {"frames": self.frames, "backend": self.backend,
                 "outputs_match": self.outputs_match, "in_flight": self.in_flight,
                 "measured": self.measured, "predicted": self.predicted,
-                "stages": self.stages, "links": self.links, **extra}
+                "stages": self.stages, "links": self.links, "notes": self.notes, **extra}
+
+
+def emulation(problem, backend: str, throttle: Mapping[str, float] | None = None,
+              emulate_factors: bool = True) -> tuple[dict[str, float], list[str]]:
+    """The fraction of its CPUs each throttled device runs with, and a line per device on how
+    its speed was (or was not) emulated.
+
+    ``throttle`` (device -> fraction) is applied as given. A device planned as ``:xF`` of its
+    profile (``problem.runtimes``) with F > 1 is throttled to 1/F when the backend can
+    (``processes``, CPU quotas available, ``emulate_factors``); otherwise the line says that
+    its stages ran at this machine's speed while the plan assumed F times that.
+    """
+    from dnnsplit.collectors.throttle import available
+
+    fractions = {d: float(f) for d, f in (throttle or {}).items()}
+    unknown = sorted(set(fractions) - set(problem.devices))
+    if unknown:
+        raise DnnsplitError(f"--throttle names devices {unknown} the plan does not have (its "
+                            f"devices: {', '.join(problem.devices)})")
+    if fractions and backend != "processes":
+        raise DnnsplitError("--throttle needs --backend processes (a CPU quota holds a "
+                            "process; the local backend runs every stage in this one)")
+    bad = {d: f for d, f in fractions.items() if not 0 < f <= 1}
+    if bad:
+        raise DnnsplitError(f"--throttle fractions must be in (0, 1], got {bad}")
+    notes = [f"{d}: throttled to {f:.0%} of its CPU (--throttle)" for d, f in fractions.items()]
+    quotas = available()
+    for device, runtime in problem.runtimes.items():
+        factor = float(runtime.get("factor", 1.0))
+        if factor == 1.0 or device in fractions:
+            continue
+        if backend == "processes" and emulate_factors and factor > 1 and quotas:
+            fractions[device] = 1.0 / factor
+            notes.append(f"{device}: the plan's x{factor:g} emulated by a CPU quota of "
+                         f"{1 / factor:.0%} of its CPU")
+            continue
+        why = ("only --backend processes can throttle a device" if backend != "processes"
+               else "nothing makes a device faster than this machine" if factor < 1
+               else "--no-emulate-factors" if not emulate_factors
+               else "CPU quotas are not available here: they need cgroups and root")
+        notes.append(f"{device}: the plan's x{factor:g} (what-if) was not emulated ({why}): "
+                     "its stages ran at this machine's speed")
+    return fractions, notes
 
 
 def configure_worker_threads(workers: int, threads: int = 1) -> bool:
@@ -114,7 +160,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             fault: Fault | None = None, progress: bool = False,
             calibrate: str | None = None, in_flight: int | None = None,
             relay: str | None = None,
-            on_ready: Callable[[list], None] | None = None) -> ExecutionReport:
+            on_ready: Callable[[list], None] | None = None,
+            throttle: Mapping[str, float] | None = None,
+            emulate_factors: bool = True) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
@@ -132,7 +180,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     ``executor relay``, or ``"local"`` for one on loopback: links are then real TCP
     connections through it instead of emulated (:mod:`dnnsplit.executor.relay`).
     ``on_ready(stages)`` is called once the plan is checked against the model and cut into
-    stages, before anything runs.
+    stages, before anything runs. ``throttle`` and ``emulate_factors``: how slower devices
+    are emulated (:func:`emulation`; the processes backend).
     """
     if backend not in BACKENDS:
         raise DnnsplitError(f"backend {backend!r} is not available: use {', '.join(BACKENDS)}")
@@ -153,6 +202,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     if backend == "local" and fault is not None and fault.kind == "exit":
         raise DnnsplitError("an 'exit' fault needs a process per stage: use --backend "
                             "processes or ray")
+    fractions, notes = emulation(plan.problem, backend, throttle, emulate_factors)
     unknown = sorted((set(devices or {}) | set(placement or {})) - set(plan.problem.devices))
     if unknown:
         raise DnnsplitError(f"devices {unknown} are not in the plan (its devices: "
@@ -198,7 +248,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         result = run_pipeline_processes(stages, data, model_input_keys(tg),
                                         list(tg.output_sources), threads=threads,
                                         in_flight=in_flight, runtimes=problem.runtimes,
-                                        **common)
+                                        throttle=fractions, **common)
     else:
         with contextlib.ExitStack() as stack:
             if relay == "local":
@@ -226,6 +276,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             row["cpus"] = result.cpus[row["stage"]]
         if row["stage"] in result.backends:
             row["keras_backend"] = result.backends[row["stage"]]
+        if row["device"] in result.throttled:
+            row["throttled"] = result.throttled[row["device"]]
     link_rows = [{"link": f"{problem.devices[a]}->{problem.devices[b]}", "predicted_ms": ms}
                  for (a, b), ms in sorted(predicted.link_ms.items())]
     predicted_row: dict[str, Any] = {"throughput_fps": predicted.throughput_fps,
@@ -246,7 +298,7 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
                   "latency_p95_ms": float(np.percentile(result.latencies_ms, 95)),
                   "link_ms": result.link_ms},
         predicted=predicted_row, stages=stage_rows, links=link_rows, run=result,
-        in_flight=in_flight or default_in_flight(len(stages)))
+        in_flight=in_flight or default_in_flight(len(stages)), notes=notes)
 
 
 def execute_with_baseline(model, plan, repeats: int = 3, backend: str = "local",
