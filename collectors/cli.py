@@ -69,6 +69,9 @@ def collect_command(
         "teach a transfer from it the most first (the layer types that carry the time, spread "
         "over sizes), until --budget-minutes; then `predictor train --data OUT --base BASE`"),
     base: str = typer.Option("cpu-1t-tensorflow", help="--quick: the profile to transfer from"),
+    throttle: Optional[float] = typer.Option(
+        None, metavar="FRACTION", help="measure a slower device: this process confined to "
+        "FRACTION of its CPUs by a CPU quota (cgroups, root), e.g. 0.25; load 0 only"),
 ) -> None:
     """Microbenchmark kernels (layers and fused chains) from the grids; resumable: run the same
     command again to continue. --budget-minutes counts from the first measurement."""
@@ -100,13 +103,14 @@ def collect_command(
         loads=loads, threads=threads, budget_minutes=budget_minutes,
         grid_dir=grid_dir, models=[] if no_models else None, random_scale=random_scale,
         profile=name, device=device, quick_base=base if quick else None)
-    if adaptive:
-        from dnnsplit.collectors.adaptive import collect_adaptive
+    with _throttled(throttle, loads, threads):
+        if adaptive:
+            from dnnsplit.collectors.adaptive import collect_adaptive
 
-        report = collect_adaptive(settings, rounds=rounds, per_round=round_size,
-                                  progress=not quiet, say=say)
-    else:
-        report = collect(settings, progress=not quiet, say=say)
+            report = collect_adaptive(settings, rounds=rounds, per_round=round_size,
+                                      progress=not quiet, say=say)
+        else:
+            report = collect(settings, progress=not quiet, say=say)
     typer.echo(summary_json(report) if as_json else summary_sentence(report, settings.out_dir))
 
 
@@ -126,6 +130,9 @@ def models_command(
                                     "new window (e.g. another day) instead of resuming the "
                                     "latest; rows combine all windows"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    throttle: Optional[float] = typer.Option(
+        None, metavar="FRACTION", help="a slower device: confined to FRACTION of its CPUs "
+        "(as for collect)"),
 ) -> None:
     """Whole-model latency (ground truth) by the same protocol. Every measurement is kept in
     <out>-rounds.csv; each row of <out> is the median over windows of the median over a
@@ -138,10 +145,12 @@ def models_command(
 
     configure_threads(threads)
     name = profile or default_profile(threads, device)
-    report = measure_models(names or default_models(), out or f"datasets/{name}/models.csv",
-                            threads=threads, loads=_floats(load, "--load"), profile=name,
-                            device=device, rounds=rounds, new_window=new_window,
-                            progress=not quiet)
+    loads = _floats(load, "--load")
+    with _throttled(throttle, loads, threads):
+        report = measure_models(names or default_models(),
+                                out or f"datasets/{name}/models.csv", threads=threads,
+                                loads=loads, profile=name, device=device, rounds=rounds,
+                                new_window=new_window, progress=not quiet)
     typer.echo(json.dumps({"measured": report.measured, "already_done": report.already_done,
                            "seconds": round(report.seconds, 1)}))
 
@@ -263,11 +272,15 @@ def calibrate_command(
     threads: int = typer.Option(1, min=1, help="intra-op threads (as the profile)"),
     data: Optional[str] = typer.Option(None, help="a profile folder to compare with"),
     as_json: bool = typer.Option(False, "--json"),
+    throttle: Optional[float] = typer.Option(
+        None, metavar="FRACTION", help="time it confined to FRACTION of the CPUs (a slower "
+        "device, as for collect): the factor says how much slower it really is"),
 ) -> None:
     """Time the reference probe now (about a second); with --data, the speed factor."""
     from dnnsplit.collectors.calibrate import calibrate
 
-    result = calibrate(threads=threads, data_dir=data)
+    with _throttled(throttle, [0.0], threads):
+        result = calibrate(threads=threads, data_dir=data)
     if as_json:
         echo_json(result)
         return
@@ -275,6 +288,17 @@ def calibrate_command(
     if result.get("factor") is not None:
         typer.echo(f"profile median probe: {result['profile_probe_ms']:.3f} ms -> this machine "
                    f"is now {result['factor']:.3f}x the profile's time")
+
+
+def _throttled(fraction, loads, threads):
+    """The CPU quota of --throttle around a measurement (a no-op without it)."""
+    from dnnsplit.collectors.throttle import throttled_here
+    from dnnsplit.predictor.errors import DnnsplitError
+
+    if fraction is not None and any(load > 0 for load in loads):
+        raise DnnsplitError("--throttle measures at load 0 only: a background load would "
+                            "share the throttled device's quota")
+    return throttled_here(fraction, cpus=threads)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ moves any process left in the group back to the root group and removes it, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -199,3 +200,16 @@ def groups() -> list[str]:
         return []
     parent = base / PARENT
     return sorted(g.name for g in parent.iterdir() if g.is_dir()) if parent.is_dir() else []
+
+
+@contextlib.contextmanager
+def throttled_here(fraction: float | None, name: str = "collect", cpus: int = 1):
+    """This process (its threads, and the processes it starts meanwhile) confined to
+    ``fraction`` of ``cpus`` CPUs for the block, to profile or calibrate a slower device on
+    this machine; no-op when ``fraction`` is None."""
+    if fraction is None:
+        yield None
+        return
+    with CpuQuota(fraction, name=name, cpus=cpus) as quota:
+        quota.add(os.getpid())
+        yield quota

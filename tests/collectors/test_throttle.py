@@ -99,3 +99,37 @@ def test_a_what_if_factor_is_emulated_or_said_not_to_be():
         emulation(problem, "local", {"phone": 0.5})
     with pytest.raises(DnnsplitError, match="does not have"):
         emulation(problem, "processes", {"tablet": 0.5})
+
+
+def test_collectors_refuse_a_throttle_with_background_load():
+    from typer.testing import CliRunner
+
+    from dnnsplit.collectors.cli import app
+
+    result = CliRunner().invoke(app, ["models", "MobileNetV2", "--throttle", "0.5", "--load",
+                                      "0,0.5", "--out", "/nonexistent/models.csv"])
+    assert result.exit_code == 2
+    assert "error: --throttle measures at load 0 only" in result.output
+
+
+@needs_cgroups
+def test_a_throttled_calibration_runs_inside_a_group_and_leaves_none(monkeypatch):
+    from typer.testing import CliRunner
+
+    import dnnsplit.collectors.calibrate as calibrate_module
+    from dnnsplit.collectors.cli import app
+
+    seen = {}
+
+    def fake_calibrate(threads, data_dir):  # where the probe would be timed
+        with open("/proc/self/cgroup") as handle:
+            seen["cgroup"] = handle.read()
+        return {"probe_ms": 1.0}
+
+    monkeypatch.setattr(calibrate_module, "calibrate", fake_calibrate)
+    result = CliRunner().invoke(app, ["calibrate", "--throttle", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert f"{throttle.PARENT}/collect-{os.getpid()}" in seen["cgroup"]
+    with open("/proc/self/cgroup") as handle:
+        assert throttle.PARENT not in handle.read()  # back where it was
+    assert not [g for g in groups() if g.endswith(f"-{os.getpid()}")]
