@@ -78,6 +78,10 @@ def run_command(
         help="ray: run that device's stage on a node started with --resources "
              "'{\"RESOURCE\": 1}' (repeatable)"),
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
+    link_latency_only: bool = typer.Option(
+        False, "--link-latency-only", help="emulate only the plan's link latency: the "
+        "bandwidth is real (stages on two hosts joined by a shaped link, e.g. the testbed of "
+        "benchmarks/testbed.py)"),
     relay: Optional[str] = typer.Option(
         None, help="local backend: links are real TCP connections through the `executor "
         "relay` at HOST:PORT (put it behind the network to try), or `local` for one on "
@@ -123,7 +127,10 @@ def run_command(
                    + (f", {repeats} times, each run followed by the unsplit model on one "
                       "device" if baseline else ""), err=True)
 
-    options = dict(frames=frames, backend=backend, emulate_links=not no_links, threads=threads,
+    if no_links and link_latency_only:
+        raise DnnsplitError("--no-links and --link-latency-only contradict each other")
+    emulate = "latency" if link_latency_only else not no_links
+    options = dict(frames=frames, backend=backend, emulate_links=emulate, threads=threads,
                    devices=parse_pairs(keras_device, "--keras-device"), address=address,
                    placement=parse_pairs(ray_node, "--ray-node"),
                    fault=Fault.parse(fault) if fault else None, progress=not as_json,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,7 +156,7 @@ def random_frames(model, n: int, seed: int = 0) -> RandomFrames:
 
 def execute(model, plan, frames: int = 50, backend: str = "local",
             devices: dict[str, str] | None = None, check_frames: int = 3,
-            emulate_links: bool = True, seed: int = 0, threads: int = 1,
+            emulate_links: bool | str = True, seed: int = 0, threads: int = 1,
             address: str | None = None, placement: dict[str, str] | None = None,
             fault: Fault | None = None, progress: bool = False,
             calibrate: str | None = None, in_flight: int | None = None,
@@ -180,7 +181,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
     ``executor relay``, or ``"local"`` for one on loopback: links are then real TCP
     connections through it instead of emulated (:mod:`dnnsplit.executor.relay`).
     ``on_ready(stages)`` is called once the plan is checked against the model and cut into
-    stages, before anything runs. ``throttle`` and ``emulate_factors``: how slower devices
+    stages, before anything runs. ``emulate_links``: True (the plan's links, emulated), False
+    (none) or ``"latency"`` (only their latency; the bandwidth is a real shaped link's, as in
+    :mod:`dnnsplit.executor.testbed`). ``throttle`` and ``emulate_factors``: how slower devices
     are emulated (:func:`emulation`; the processes backend).
     """
     if backend not in BACKENDS:
@@ -220,7 +223,9 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         on_ready(stages)
     data = random_frames(model, frames, seed)
     problem = plan.problem
-    links = {pair: {"latency_ms": link.latency_ms, "mbps": link.mbps}
+    # "latency": only the links' latency is emulated, their bandwidth is real (a shaped link)
+    links = {pair: {"latency_ms": link.latency_ms,
+                    "mbps": math.inf if emulate_links == "latency" else link.mbps}
              for pair, link in problem.links.items()} if emulate_links else None
     common = dict(links=links, first_device=problem.devices[0], devices=devices,
                   keep_outputs=check_frames, fault=fault, progress=progress)
