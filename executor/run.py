@@ -88,9 +88,10 @@ def emulation(problem, backend: str, throttle: Mapping[str, float] | None = None
             notes.append(f"{device}: the plan's x{factor:g} emulated by a CPU quota of "
                          f"{1 / factor:.0%} of its CPU")
             continue
-        why = ("only --backend processes can throttle a device" if backend != "processes"
+        why = ("--no-emulate-factors: throttled outside the executor, as on the testbed, or "
+               "not at all" if not emulate_factors
+               else "only --backend processes can throttle a device" if backend != "processes"
                else "nothing makes a device faster than this machine" if factor < 1
-               else "--no-emulate-factors" if not emulate_factors
                else "CPU quotas are not available here: they need cgroups and root")
         notes.append(f"{device}: the plan's x{factor:g} (what-if) was not emulated ({why}): "
                      "its stages ran at this machine's speed")

@@ -84,9 +84,17 @@ def best_single_device_plan(problem: Problem, objective: str) -> Plan:
     """The unsplit model on the single device that the objective favours (the baseline the
     plans' speed-up is reported against): a plan that anyone can run and recompute."""
     best = min(single_device_baselines(problem, objective), key=lambda b: b.value)
+    return single_device_plan(problem, objective, best.device)
+
+
+def single_device_plan(problem: Problem, objective: str, device: str) -> Plan:
+    """The unsplit model on ``device`` (the inputs on the first device) as a plan."""
+    if device not in problem.devices:
+        raise PlanError(f"no device {device!r} in the problem ({', '.join(problem.devices)})")
     index = {d: i for i, d in enumerate(problem.devices)}
-    assignment = single_device_assignment(problem, best.device)
-    solution = Solution(f"only {best.device}", objective,
-                        tuple(index[assignment[n]] for n in problem.nodes), best.value, 0.0,
+    assignment = single_device_assignment(problem, device)
+    value = objective_value(evaluate(problem, assignment), objective)
+    solution = Solution(f"only {device}", objective,
+                        tuple(index[assignment[n]] for n in problem.nodes), value, 0.0,
                         False, note="baseline: the unsplit model on one device")
     return Plan.from_solution(problem, solution)
