@@ -93,8 +93,9 @@ def emulation(problem, backend: str, throttle: Mapping[str, float] | None = None
                else "only --backend processes can throttle a device" if backend != "processes"
                else "nothing makes a device faster than this machine" if factor < 1
                else "CPU quotas are not available here: they need cgroups and root")
-        notes.append(f"{device}: the plan's x{factor:g} (what-if) was not emulated ({why}): "
-                     "its stages ran at this machine's speed")
+        notes.append(f"{device}: the plan's x{factor:g} (what-if) was not emulated ({why})"
+                     + ("" if not emulate_factors else ": its stages ran at this machine's "
+                        "speed"))
     return fractions, notes
 
 
