@@ -2,11 +2,12 @@
 
     python benchmarks/acceleration_region.py [--models ResNet50 Pix2PixUNet] [--points 25]
                                              [--speed 1:16] [--speed-points 9] [--rtt-ms 10]
+                                             [--objectives throughput latency]
 
 For each model, ``partition sweep`` over a phone and a server of the shipped profile (the
 phone's compute times x F for F on a log grid, the server as profiled), links of 0.5-1000
-Mbit/s with the given round-trip time, latency objective, dp (exact for two devices). Writes
-docs/acceleration-region.md (+ .json) and docs/acceleration-region-<model>.png with the
+Mbit/s with the given round-trip time, each objective, dp (exact for two devices). Writes
+docs/acceleration-region.md (+ .json) and docs/acceleration-region-<model>-<objective>.png with the
 command, machine and date: per speed factor, the best gain over the best single device, the
 bandwidths where a split beats both all-local and all-offload, and where it gains >= 5%.
 Planning only (predicted costs): nothing is timed.
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument("--speed", default="1:16")
     parser.add_argument("--speed-points", type=int, default=9)
     parser.add_argument("--rtt-ms", type=float, default=10.0)
+    parser.add_argument("--objectives", nargs="*", default=["throughput", "latency"],
+                        help="throughput: seed 002's own objective (frames streamed through "
+                             "the two devices as a pipeline); latency: one frame (seed 003)")
     args = parser.parse_args()
 
     from dnnsplit.partition.costs import DeviceSpec, parse_links, problem_from_graph
@@ -52,21 +56,22 @@ def main() -> None:
         f"Computed {when} on {platform.node()} ({os.cpu_count()} cores) with `{command}`: "
         f"`partition sweep` over a phone and a server, both `{args.profile}`, the phone's "
         f"compute times x F (F = {f1:g}-{f2:g}, the phone F times slower than the server), "
-        f"links of {low:g}-{high:g} Mbit/s with {args.rtt_ms:g} ms RTT, latency objective, "
-        "dp (exact for two devices). Predicted costs only: nothing here is timed. Gain = the "
-        "best single device's latency / the best plan's (1.00x: running on one device is "
-        "best); the gain over the phone alone is what seed 003 reports (offloading "
-        "everything counts).", ""]
-    for name in args.models:
+        f"links of {low:g}-{high:g} Mbit/s with {args.rtt_ms:g} ms RTT, dp (exact for two "
+        "devices). Throughput is seed 002's objective (frames streamed through both devices as "
+        "a pipeline: gain = the best single device's period / the plan's); latency is one "
+        "frame (seed 003's). Predicted costs only: nothing here is timed. 1.00x: running on "
+        "one device is best; the gain over the phone alone is what seed 003 reports "
+        "(offloading everything counts).", ""]
+    for name, objective in [(m, o) for o in args.objectives for m in args.models]:
         tg = TaskGraph.from_keras(load_model(name))
         specs = [DeviceSpec("phone", args.profile), DeviceSpec("server", args.profile)]
         problem = problem_from_graph(tg, specs, parse_links(["phone", "server"], [], high, 0.0))
-        result = sweep(problem, log_grid(low, high, args.points), speeds, "latency",
+        result = sweep(problem, log_grid(low, high, args.points), speeds, objective,
                        args.rtt_ms, model=name, progress=True)
-        png = DOCS / f"acceleration-region-{name}.png"
+        png = DOCS / f"acceleration-region-{name}-{objective}.png"
         plot_sweep(result, png)
-        results[name] = result.to_dict()
-        lines += [f"## {name}", "",
+        results[f"{name} {objective}"] = result.to_dict()
+        lines += [f"## {name}, {objective}", "",
                   "| phone x F | best gain | at Mbps | split beats all-local and all-offload "
                   "(Mbps) | split gains >= 5% (Mbps) | gain over the phone alone at "
                   f"{low:g} / {high:g} Mbps |", "|---|---|---|---|---|---|"]
@@ -77,7 +82,7 @@ def main() -> None:
                          f"{_span(result.split_range(speed))} | "
                          f"{_span(result.split_range(speed, REGION_GAIN))} | "
                          f"{row[0].gain_first:.2f}x / {row[-1].gain_first:.2f}x |")
-        lines += ["", f"![{name}](acceleration-region-{name}.png)", ""]
+        lines += ["", f"![{name} {objective}](acceleration-region-{name}-{objective}.png)", ""]
     write_text_atomic(DOCS / "acceleration-region.md", "\n".join(lines))
     write_json_atomic(DOCS / "acceleration-region.json",
                       {"measured": when, "command": command, "machine": platform.node(),
