@@ -17,8 +17,10 @@ size. What teaches that ratio most in few minutes:
   already taken, per second it is expected to cost (its base timing: ``SETUP_S`` plus its
   repeats), so that the first minutes span small and large kernels alike.
 
-The types are interleaved by time spent: the next kernel is the one of the type whose spent
-seconds over its share are least. The order does not depend on the budget, so a run of M
+First a census: ``CENSUS`` rounds of one kernel of every type (the one nearest its median,
+then the farthest ones), so that every type's ratio is measured within the first minute or
+two. Then the types are interleaved by time spent: the next kernel is the one of the type
+whose spent seconds over its share are least. The order does not depend on the budget, so a run of M
 minutes measures the first part of the same list a longer run measures (what the curve of
 accuracy against minutes uses).
 """
@@ -37,6 +39,10 @@ from dnnsplit.collectors.kernels import KernelConfig
 SETUP_S = 0.25
 #: The least share of the minutes a layer type gets.
 MIN_SHARE = 0.01
+#: Kernels of every layer type measured first, in rounds, before the minutes follow the shares:
+#: a type cheap on the base can be the dearest on the new device (depthwise convolutions take
+#: 21x as long under XLA on this CPU as under TensorFlow), and only its own rows tell.
+CENSUS = 3
 
 
 def base_candidates(base: str | Path, types: Sequence[str] | None = None
@@ -96,9 +102,18 @@ def quick_order(base: str | Path, types: Sequence[str] | None = None,
         queues[layer_type] = [(items[i][0], float(seconds[i]))
                               for i in farthest_first(points, seconds)]
     weight = {t: max(float(shares.get(t, 0.0)), MIN_SHARE) for t in queues}
-    heap = [(0.0, t) for t in sorted(queues)]
     position = {t: 0 for t in queues}
+    spent = {t: 0.0 for t in queues}
     order = []
+    for _ in range(CENSUS):  # a few kernels of every type first, in rounds
+        for layer_type in sorted(queues, key=lambda t: -weight[t]):
+            if position[layer_type] < len(queues[layer_type]):
+                config, seconds = queues[layer_type][position[layer_type]]
+                order.append((layer_type, config))
+                position[layer_type] += 1
+                spent[layer_type] += seconds / weight[layer_type]
+    heap = [(spent[t], t) for t in sorted(queues) if position[t] < len(queues[t])]
+    heapq.heapify(heap)
     while heap:
         spent, layer_type = heapq.heappop(heap)
         config, seconds = queues[layer_type][position[layer_type]]

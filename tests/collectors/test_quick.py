@@ -1,11 +1,13 @@
 """The quick collection's order: time shares across types, spread within a type, a prefix per
 budget."""
 
+import types
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from dnnsplit.collectors import quick
 from dnnsplit.collectors.quick import base_candidates, farthest_first, quick_order
 from dnnsplit.collectors.store import read_rows
 from dnnsplit.predictor.features import RECORD_COLUMNS
@@ -40,13 +42,16 @@ def test_the_order_spends_the_minutes_by_the_types_shares_and_holds_every_kernel
     order = quick_order(base)
     kinds = [t for t, _ in order]
     assert Counter(kinds) == {t: len(c) for t, c in base_candidates(base).items()}
-    first = Counter(kinds[:20])
-    assert first["Conv2D"] >= 14 and first["Dense"] >= 2
-    assert set(kinds[:40]) == set(SHARES)  # every type early
+    census = quick.CENSUS * len(SHARES)
+    assert Counter(kinds[:census]) == {t: quick.CENSUS for t in SHARES}  # every type first
+    assert kinds[:len(SHARES)] == ["Conv2D", "Dense", "Add"]  # rounds, by share
+    first = Counter(kinds[:census + 40])  # then the minutes follow the shares (0.8/0.15/0.05)
+    assert first["Conv2D"] >= 30 and first["Dense"] >= 5 and first["Add"] >= 3
     assert order == quick_order(base)  # deterministic: a longer run extends a shorter one
     # shares given explicitly win over the bundle's
-    flipped = Counter(t for t, _ in quick_order(base, shares={"Add": 0.9})[:20])
-    assert flipped["Add"] == len(base_candidates(base)["Add"])  # all of them by then
+    adds = len(base_candidates(base)["Add"])
+    flipped = Counter(t for t, _ in quick_order(base, shares={"Add": 0.9})[:census - 3 + adds])
+    assert flipped == {"Add": adds, "Conv2D": quick.CENSUS, "Dense": quick.CENSUS}
 
 
 def test_a_quick_collection_measures_a_prefix_of_the_order_and_resumes(base, tmp_path,
@@ -56,9 +61,13 @@ def test_a_quick_collection_measures_a_prefix_of_the_order_and_resumes(base, tmp
     from dnnsplit.collectors.timing import StopRule
 
     monkeypatch.setattr(collect_module, "configure_threads", lambda threads: None)
+    clock = iter(range(10**6))  # every look at the collector's clock moves it 0.2 s: the
+    # budget runs out after a few kernels whatever the machine's speed
+    monkeypatch.setattr(collect_module, "time",
+                        types.SimpleNamespace(monotonic=lambda: next(clock) * 0.2))
     rule = StopRule(min_repeats=3, max_repeats=10, min_time_s=0.0, max_time_s=0.02, warmup=1,
                     batch=3)
-    settings = CollectSettings(out_dir=tmp_path / "new", quick_base=base, budget_minutes=0.03,
+    settings = CollectSettings(out_dir=tmp_path / "new", quick_base=base, budget_minutes=0.02,
                                rule=rule, probe_every_s=60, types=["Conv2D", "Add"])
     first = collect(settings, progress=False)
     assert first.measured >= 1 and first.remaining >= 1 and first.budget_exhausted
