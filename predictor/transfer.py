@@ -14,7 +14,8 @@ device, the median log ratio over all its rows: what a one-number calibration do
 much the types differ, :func:`shrinkage_rows`),
 ``trend`` (slopes on the kernel's size, load and the base's own prediction: a device whose
 advantage grows with the kernel, as more threads do) or ``trees``. Each type takes the form
-with the lowest k-fold CV error on its new rows (``type`` below ``MIN_ROWS_FOR_CV`` rows,
+with the lowest k-fold CV error on its new rows (mean absolute log error: symmetric in over-
+and under-prediction) (``type`` below ``MIN_ROWS_FOR_CV`` rows,
 ``device`` without rows; ``trees`` from ``MIN_ROWS_FOR_TREES``). A type the base has no
 model of is trained from the new rows alone if it has enough, else taken by the base's
 fallback times the device's number.
@@ -85,13 +86,19 @@ def shrinkage_rows(ratios: dict[str, np.ndarray], prior: float) -> float:
     return float(np.clip(within / between, 0.0, MAX_PRIOR_ROWS))
 
 
+def log_error(pred: np.ndarray, truth: np.ndarray, floor: np.ndarray | float = 0.0) -> float:
+    """Mean of |log(max(pred, floor) / max(truth, floor))|: symmetric, so that a form that
+    over-predicts a few tiny kernels ten times over (a relative error of 900% each) is not
+    outscored by one that under-predicts a whole layer type twenty times over (95% each)."""
+    return float(np.mean(np.abs(np.log(np.maximum(pred, floor) / np.maximum(truth, floor)))))
+
+
 def cv_forms(rows: Sequence[dict], base_estimator, prior: float,
              forms: Sequence[str], prior_rows: float = PRIOR_ROWS,
              folds: int = FOLDS) -> dict[str, float]:
-    """Mean relative error of each transfer form in k-fold CV over ``rows``."""
+    """Mean absolute log error (:func:`log_error`) of each transfer form in k-fold CV over
+    ``rows``."""
     from sklearn.model_selection import KFold
-
-    from dnnsplit.predictor.train import relative_error
 
     X, y, floor = feature_frame(rows), target(rows), error_floor(rows)
     k = min(folds, len(rows))
@@ -102,7 +109,7 @@ def cv_forms(rows: Sequence[dict], base_estimator, prior: float,
             est = TransferFamily(form=form, prior=prior, prior_rows=prior_rows).fit(
                 X.iloc[train_idx], y[train_idx], base_estimator)
             predictions[test_idx] = est.predict(X.iloc[test_idx])
-        errors[form] = relative_error(predictions, y, floor)
+        errors[form] = log_error(predictions, y, floor)
     return errors
 
 
