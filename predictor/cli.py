@@ -92,11 +92,13 @@ def train_command(
                + "  chosen")
     for layer_type in sorted(bundle.cv):
         scores = bundle.cv[layer_type]
-        cells = " ".join(f"{scores[f]:9.1%}" if f in scores and scores[f] == scores[f]
-                         else f"{'':>9s}" for f in families)
+        cells = " ".join((f"{scores[f]:9.3f}" if base else f"{scores[f]:9.1%}")
+                         if f in scores and scores[f] == scores[f] else f"{'':>9s}"
+                         for f in families)
         typer.echo(f"{layer_type:24s} {bundle.rows[layer_type]:5d} {cells}  "
                    f"{bundle.chosen[layer_type]}")
     if base is not None:
+        typer.echo("(cells: CV mean absolute log error of each ratio form)")
         typer.echo(f"transferred from {base}: the device in one number "
                    f"x{math.exp(bundle.meta['device_log_ratio']):.3f} of the base's time "
                    f"(probe units); types lean on it with {bundle.meta['prior_rows']:.1f} "
