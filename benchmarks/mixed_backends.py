@@ -40,13 +40,18 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="*", default=["throughput", "latency"])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--render-only", action="store_true",
+                        help="rebuild the .md from docs/mixed-backends.json")
     args = parser.parse_args()
+    if args.render_only:
+        render(json.loads((DOCS / "mixed-backends.json").read_text()))
+        return
 
     from dnnsplit.executor.run import execute_with_baseline
     from dnnsplit.partition.costs import DeviceSpec, parse_links, problem_from_graph
     from dnnsplit.partition.graph import TaskGraph
     from dnnsplit.partition.planner import make_plans
-    from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
+    from dnnsplit.predictor.files import write_json_atomic
     from dnnsplit.predictor.model_source import load_model
 
     command = " ".join(["python benchmarks/mixed_backends.py", *sys.argv[1:]])
@@ -83,10 +88,18 @@ def main() -> None:
                 print(name, objective, plan.algorithm, round(measured, 2),
                       round(plan.value, 2), report.outputs_match, flush=True)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    write_json_atomic(DOCS / "mixed-backends.json", {"measured": when, "command": command,
-                                                     "machine": platform.node(), "rows": rows})
+    data = {"measured": when, "command": command, "machine": platform.node(), "rows": rows}
+    write_json_atomic(DOCS / "mixed-backends.json", data)
+    render(data)
+
+
+def render(data: dict) -> None:
+    """docs/mixed-backends.md from the measurements (``--render-only`` rebuilds it)."""
+    from dnnsplit.predictor.files import write_text_atomic
+
+    when, command, rows = data["measured"], data["command"], data["rows"]
     lines = ["# Pipelines that mix backends: TensorFlow + JAX", "",
-             f"Measured {when} on {platform.node()} ({os.cpu_count()} cores) with `{command}`. "
+             f"Measured {when} on {data['machine']} ({os.cpu_count()} cores) with `{command}`. "
              f"Devices: {', '.join(DEVICES)} (`--backend processes`: a TensorFlow process and "
              "a JAX process, each pinned to a core; a 10 Gbps link). Measured: the median period "
              "(throughput) or the median one-frame latency (latency) of the plan's run in the "
@@ -98,7 +111,8 @@ def main() -> None:
     for r in rows:
         s = r["speedup"] or {}
         label = r["algorithm"] + (f" (= {r['same_as']})" if "same_as" in r else "")
-        lines.append(f"| {r['model']} | {r['objective']} | {label} | {r['stages']} | "
+        stages = r["stages"].replace(" | ", " → ")
+        lines.append(f"| {r['model']} | {r['objective']} | {label} | {stages} | "
                      f"{r['measured_ms']:.1f} | {r['predicted_ms']:.1f} | "
                      f"{r['measured_ms'] / r['predicted_ms'] - 1:+.0%} | "
                      f"{s.get('measured', float('nan')):.2f}x | "

@@ -107,3 +107,21 @@ def test_a_type_the_base_lacks_and_a_transfer_as_base(base, tmp_path):
     with pytest.raises(ProfileError, match="no measurement rows"):
         (tmp_path / "empty").mkdir()
         train_transfer(tmp_path / "empty", base)
+
+
+def test_the_train_command_transfers_and_refuses_unknown_forms(base, tmp_path):
+    from typer.testing import CliRunner
+
+    from dnnsplit.predictor.cli import app
+
+    new = make_profile(tmp_path / "new", rows_per_type=8, seed=1, cost=per_type_law)
+    result = CliRunner().invoke(app, ["train", "--data", str(new), "--base", str(base),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "transferred from" in result.output and "transfer:" in result.output
+    assert json.loads((new / "bundle.json").read_text())["meta"]["base"] == str(base)
+    bad = CliRunner().invoke(app, ["train", "--data", str(new), "--base", str(base),
+                                   "--forms", "device,magic"])
+    assert bad.exit_code == 2 and "error: --forms: unknown magic" in bad.output
+    alone = CliRunner().invoke(app, ["train", "--data", str(new), "--forms", "device"])
+    assert alone.exit_code == 2 and "--forms needs --base" in alone.output
