@@ -85,6 +85,7 @@ def collect_command(
     from dnnsplit.predictor.errors import DnnsplitError
 
     loads = tuple(_floats(load, "--load"))
+    _check_throttle(throttle, loads)
     if quick and adaptive:
         raise DnnsplitError("--quick and --adaptive do not go together: --quick measures what "
                             "a base profile measured, --adaptive extends a profile's own grid")
@@ -143,9 +144,10 @@ def models_command(
     from dnnsplit.collectors.ground_truth import default_models, measure_models
     from dnnsplit.collectors.timing import configure_threads
 
+    loads = _floats(load, "--load")
+    _check_throttle(throttle, loads)  # before the backend starts
     configure_threads(threads)
     name = profile or default_profile(threads, device)
-    loads = _floats(load, "--load")
     with _throttled(throttle, loads, threads):
         report = measure_models(names or default_models(),
                                 out or f"datasets/{name}/models.csv", threads=threads,
@@ -290,14 +292,19 @@ def calibrate_command(
                    f"is now {result['factor']:.3f}x the profile's time")
 
 
-def _throttled(fraction, loads, threads):
-    """The CPU quota of --throttle around a measurement (a no-op without it)."""
-    from dnnsplit.collectors.throttle import throttled_here
+def _check_throttle(fraction, loads) -> None:
     from dnnsplit.predictor.errors import DnnsplitError
 
     if fraction is not None and any(load > 0 for load in loads):
         raise DnnsplitError("--throttle measures at load 0 only: a background load would "
                             "share the throttled device's quota")
+
+
+def _throttled(fraction, loads, threads):
+    """The CPU quota of --throttle around a measurement (a no-op without it)."""
+    from dnnsplit.collectors.throttle import throttled_here
+
+    _check_throttle(fraction, loads)
     return throttled_here(fraction, cpus=threads)
 
 
