@@ -53,8 +53,10 @@ def make_plans(model: str, objective: str, names: list[str], mbps: float) -> dic
     from dnnsplit.partition.graph import TaskGraph
     from dnnsplit.partition.planner import make_plans as plans_of
     from dnnsplit.partition.planner import single_device_plan
+    from dnnsplit.predictor.keras_env import import_keras
     from dnnsplit.predictor.model_source import load_model
 
+    import_keras().backend.clear_session()  # layer names as a fresh process gives them
     tg = TaskGraph.from_keras(load_model(model))
     specs = [DeviceSpec("phone", PROFILE, 1 / PHONE_FRACTION), DeviceSpec("server", PROFILE)]
     problem = problem_from_graph(tg, specs, parse_links(["phone", "server"], [], mbps, RTT_MS))
@@ -69,12 +71,14 @@ def inside(args) -> None:
     """In the phone's namespace: run every plan file given, write the reports as JSON."""
     from dnnsplit.executor.run import execute
     from dnnsplit.partition.plan import Plan
+    from dnnsplit.predictor.keras_env import import_keras
     from dnnsplit.predictor.model_source import load_model
 
     results = []
     for item in json.loads(Path(args.todo).read_text()):
         plan = Plan.load(item["plan"])
         latency = plan.objective == "latency"
+        import_keras().backend.clear_session()  # the layer names the plan was made with
         report = execute(load_model(item["model"]), plan, frames=args.frames, backend="ray",
                          address=args.address, placement={"phone": "phone", "server": "server"},
                          emulate_links="latency", emulate_factors=False,
