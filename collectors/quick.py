@@ -134,11 +134,7 @@ def type_shares(base: str | Path) -> dict[str, float]:
     if bundle.meta.get("type_shares"):
         return dict(bundle.meta["type_shares"])
     from dnnsplit.collectors.grids import training_models
-    from dnnsplit.predictor.train import predict_model_by_type
+    from dnnsplit.predictor.train import mean_type_shares, predict_model_by_type
 
-    per_model = []
-    for name in training_models():
-        _, by_type = predict_model_by_type(bundle, name)
-        per_model.append({t: v / sum(by_type.values()) for t, v in by_type.items()})
-    types = {t for shares in per_model for t in shares}
-    return {t: float(np.mean([s.get(t, 0.0) for s in per_model])) for t in sorted(types)}
+    return mean_type_shares([predict_model_by_type(bundle, name)[1]
+                             for name in training_models()])

@@ -174,19 +174,22 @@ def _remove_group(path: Path) -> None:
         pass
 
 
-def remove_stale() -> list[str]:
-    """Remove the quota groups whose maker process is gone; their names."""
+def _made_groups() -> list[Path]:
+    """The quota group folders this library made that exist now."""
     try:
         _, base = cgroup_root()
     except ThrottleError:
         return []
     parent = base / PARENT
+    return sorted(g for g in parent.iterdir() if g.is_dir()) if parent.is_dir() else []
+
+
+def remove_stale() -> list[str]:
+    """Remove the quota groups whose maker process is gone; their names."""
     removed = []
-    if not parent.is_dir():
-        return removed
-    for group in parent.iterdir():
+    for group in _made_groups():
         match = re.fullmatch(r".+-(\d+)", group.name)
-        if group.is_dir() and match and not Path(f"/proc/{match.group(1)}").exists():
+        if match and not Path(f"/proc/{match.group(1)}").exists():
             _remove_group(group)
             removed.append(group.name)
     return removed
@@ -194,12 +197,7 @@ def remove_stale() -> list[str]:
 
 def groups() -> list[str]:
     """Names of the quota groups this library made that exist now (a test's leak check)."""
-    try:
-        _, base = cgroup_root()
-    except ThrottleError:
-        return []
-    parent = base / PARENT
-    return sorted(g.name for g in parent.iterdir() if g.is_dir()) if parent.is_dir() else []
+    return [g.name for g in _made_groups()]
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ import time
 from typing import Sequence
 
 from dnnsplit.executor.pipeline import ExecutorError
+from dnnsplit.predictor.errors import DnnsplitError
 
 PREFIX = "dnnsplit-tb"
 ADDRESSES = {"phone": "10.79.0.1", "server": "10.79.0.2"}
@@ -153,9 +154,7 @@ class Testbed:
             for pid in namespace_pids(namespace("phone", self.prefix)):
                 try:
                     self.quota.add(pid)
-                except ExecutorError:
-                    pass
-                except Exception:  # noqa: BLE001 - a process that ended meanwhile
+                except DnnsplitError:  # a process that ended meanwhile
                     pass
         self.run_on("server", [*ray, "start", "--address", self.address, "--node-ip-address",
                                ADDRESSES["server"], "--resources", json.dumps({"server": 1}),

@@ -186,15 +186,22 @@ def fit_correction(bundle: Bundle, folder: Path,
         measured = float(row["median_ms"]) / probe
         kernels, by_type = predict_model_by_type(bundle, row["model"], float(row["load"]))
         ratios.append(math.log(measured / kernels))
-        shares.append({t: v / sum(by_type.values()) for t, v in by_type.items()})
+        shares.append(by_type)
         used.append(row["model"])
     if ratios:
         bundle.correction = math.exp(statistics.median(ratios))
         bundle.meta["correction"] = {"fitted_on": used, "method": "exp(median log ratio)",
                                      "spread_log": statistics.pstdev(ratios)}
-        types = sorted({t for share in shares for t in share})
-        bundle.meta["type_shares"] = {t: round(statistics.fmean(s.get(t, 0.0) for s in shares), 6)
-                                      for t in types}
+        bundle.meta["type_shares"] = mean_type_shares(shares)
+
+
+def mean_type_shares(per_model: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each layer type's share of a model's kernel time, averaged over models (each model's
+    ``{type: time}`` in any unit)."""
+    shares = [{t: v / sum(times.values()) for t, v in times.items()} for times in per_model
+              if sum(times.values()) > 0]
+    types = sorted({t for share in shares for t in share})
+    return {t: round(statistics.fmean(s.get(t, 0.0) for s in shares), 6) for t in types}
 
 
 def predict_model_by_type(bundle: Bundle, model_name: str,
