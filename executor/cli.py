@@ -81,7 +81,7 @@ def run_command(
     link_latency_only: bool = typer.Option(
         False, "--link-latency-only", help="emulate only the plan's link latency: the "
         "bandwidth is real (stages on two hosts joined by a shaped link, e.g. the testbed of "
-        "benchmarks/testbed.py)"),
+        "dnnsplit.executor.testbed, which benchmarks/seeds.py sets up)"),
     relay: Optional[str] = typer.Option(
         None, help="local backend: links are real TCP connections through the `executor "
         "relay` at HOST:PORT (put it behind the network to try), or `local` for one on "
