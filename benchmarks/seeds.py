@@ -1,17 +1,24 @@
 """The seeds' experiments end to end on the two-host testbed: a throttled phone, a server, a
 shaped link.
 
-    sudo python benchmarks/seeds.py [--table 003 001] [--mbps 1 10 100] [--frames 30]
+    sudo python benchmarks/seeds.py [--table 003 001] [--mbps 1 10 100] [--frames 30] [--passes 2]
                                     [--models003 ResNet50 AlexNet Pix2PixUNet]
                                     [--models001 VGG19 DenseNet121 ResNet152]
 
 For each link bandwidth a testbed comes up (:mod:`dnnsplit.executor.testbed`: the phone's and
-the server's namespaces joined by a veth shaped to the bandwidth, a Ray node each; the phone
-pinned to CPU 0 under a CPU quota of 25%, the server on CPU 1), the plans are made for a
-phone = ``cpu-1t-tensorflow:x4`` and a server = ``cpu-1t-tensorflow`` with that bandwidth and
-a 10 ms RTT, and each plan runs from a driver in the phone's namespace (``--backend ray``,
-stages pinned to their node, tensors through Ray's object stores over the shaped link; only
-the RTT is emulated: ``--link-latency-only``):
+the server's namespaces joined by a veth shaped to the bandwidth, a Ray node each, the phone's
+pinned to CPU 0 and the server's to CPU 1). Each device is calibrated where it runs, as a user
+would calibrate a real phone: ``collectors calibrate --data cpu-1t-tensorflow`` on CPU 1 for
+the server, ``... --throttle 0.25`` on CPU 0 for the phone (the probe under the quota); the
+plans are made for phone = ``cpu-1t-tensorflow:x<phone's factor>`` and server =
+``cpu-1t-tensorflow:x<server's factor>`` with that bandwidth and a 10 ms RTT, and each plan
+runs from a driver in the phone's namespace (``--backend ray``, stages pinned to their node,
+tensors through Ray's object stores over the shaped link; only the RTT is emulated:
+``--link-latency-only``; the sub-models reach their nodes as files, ``--models-dir``, not over
+the link). The phone's stage actor runs under a 25% CPU quota (``--throttle phone=0.25``):
+the actor's process only, as ``--backend processes`` throttles a stage. Throttling the whole
+phone node instead (its Ray daemons and the driver share the quota) measured ResNet50 alone on
+the phone at 5.5x the server's time (2026-12-01, 10 Mbps) where the probe says 4.4x.
 
 - seed 003 (latency): phone-only, server-only, dp, dads, neurosurgeon; one frame in flight,
   the median latency of ``--frames`` frames beside the predicted one, and the speed-up over
@@ -21,8 +28,7 @@ the RTT is emulated: ``--link-latency-only``):
 
 Plans with the same assignment run once. Writes docs/seeds.json (every run) and
 docs/seeds-runs.md (the tables, the command, machine and date); docs/seeds.md sets them beside
-the seeds' own claims. Each device's real slowdown (the quota's 25% vs the plan's x4) is
-reported too (``benchmarks/throttle.py`` measures it per model).
+the seeds' own claims.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ TABLES = {"003": ("latency", ["ResNet50", "AlexNet", "Pix2PixUNet"],
                   ["only phone", "only server", "dp"])}
 
 
-def make_plans(model: str, objective: str, names: list[str], mbps: float) -> dict:
-    """The plans of one table row, by name (single devices as plans anyone can run)."""
+def make_plans(model: str, objective: str, names: list[str], mbps: float,
+               factors: dict[str, float]) -> dict:
+    """The plans of one table row, by name (single devices as plans anyone can run), for the
+    devices' calibrated ``factors`` (device -> time / the profile's time)."""
     from dnnsplit.partition.costs import DeviceSpec, parse_links, problem_from_graph
     from dnnsplit.partition.graph import TaskGraph
     from dnnsplit.partition.planner import make_plans as plans_of
@@ -58,7 +66,8 @@ def make_plans(model: str, objective: str, names: list[str], mbps: float) -> dic
 
     import_keras().backend.clear_session()  # layer names as a fresh process gives them
     tg = TaskGraph.from_keras(load_model(model))
-    specs = [DeviceSpec("phone", PROFILE, 1 / PHONE_FRACTION), DeviceSpec("server", PROFILE)]
+    specs = [DeviceSpec("phone", PROFILE, factors["phone"]),
+             DeviceSpec("server", PROFILE, factors["server"])]
     problem = problem_from_graph(tg, specs, parse_links(["phone", "server"], [], mbps, RTT_MS))
     out = {name: single_device_plan(problem, objective, name.split()[1])
            for name in names if name.startswith("only ")}
@@ -82,10 +91,11 @@ def inside(args) -> None:
         report = execute(load_model(item["model"]), plan, frames=args.frames, backend="ray",
                          address=args.address, placement={"phone": "phone", "server": "server"},
                          emulate_links="latency", emulate_factors=False,
-                         in_flight=1 if latency else None)
+                         throttle={"phone": PHONE_FRACTION},
+                         in_flight=1 if latency else None, models_dir=args.models_dir)
         results.append({**item, "outputs_match": report.outputs_match,
                         "measured": report.measured, "predicted": report.predicted,
-                        "stages": report.stages})
+                        "stages": report.stages, "notes": report.notes})
         print(item["model"], item["plans"], report.measured["latency_p50_ms"],
               report.measured["throughput_fps"], flush=True)
     Path(args.results).write_text(json.dumps(results))
@@ -96,12 +106,15 @@ def main() -> None:
     parser.add_argument("--table", nargs="*", default=["003", "001"])
     parser.add_argument("--mbps", nargs="*", type=float, default=[1.0, 10.0, 100.0])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--passes", type=int, default=2,
+                        help="run every plan this many times, the passes one after another")
     parser.add_argument("--models003", nargs="*")
     parser.add_argument("--models001", nargs="*")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--todo", help=argparse.SUPPRESS)
     parser.add_argument("--results", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--models-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
         inside(args)
@@ -112,65 +125,139 @@ def main() -> None:
     if why:
         raise SystemExit(f"error: {why}")
     command = " ".join(["python benchmarks/seeds.py", *sys.argv[1:]])
-    runs = []
+    runs, calibrations = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for mbps in args.mbps:
-            todo = []
-            for table in args.table:
-                objective, models, names = TABLES[table]
-                models = getattr(args, f"models{table}") or models
-                for model in models:
-                    plans = make_plans(model, objective, names, mbps)
-                    by_assignment: dict[str, list[str]] = {}
-                    for name, plan in plans.items():
-                        key = json.dumps(plan.assignment, sort_keys=True)
-                        by_assignment.setdefault(key, []).append(name)
-                    for same in by_assignment.values():
-                        path = Path(tmp) / f"{table}-{model}-{mbps:g}-{same[0]}.json"
-                        plans[same[0]].save(path)
-                        todo.append({"table": table, "model": model, "mbps": mbps,
-                                     "plans": same, "plan": str(path),
-                                     "predicted_ms": plans[same[0]].value})
-            todo_path, results_path = Path(tmp) / "todo.json", Path(tmp) / f"r-{mbps:g}.json"
-            todo_path.write_text(json.dumps(todo))
-            with Testbed(mbps=mbps, phone_fraction=PHONE_FRACTION) as bed:
+            with Testbed(mbps=mbps, phone_fraction=None) as bed:
+                factors = calibrate(bed)
+                calibrations.append({"mbps": mbps, **factors})
+                print(f"{mbps:g} Mbps: calibrated factors {factors}", flush=True)
+                todo = []
+                for table in args.table:
+                    objective, models, names = TABLES[table]
+                    for model in getattr(args, f"models{table}") or models:
+                        todo += plan_files(Path(tmp), table, model, objective, names, mbps,
+                                           factors)
+                todo_path = Path(tmp) / "todo.json"
+                results_path = Path(tmp) / f"r-{mbps:g}.json"
+                todo_path.write_text(json.dumps(
+                    [{**item, "pass": p} for p in range(args.passes) for item in todo]))
                 done = bed.run_on("phone", [
                     sys.executable, str(Path(__file__).resolve()), "--inside", "--todo",
                     str(todo_path), "--results", str(results_path), "--address", bed.address,
-                    "--frames", str(args.frames)], env={"PYTHONPATH": str(ROOT.parent)})
+                    "--frames", str(args.frames), "--models-dir", tmp],
+                    env={"PYTHONPATH": str(ROOT.parent)})
                 print(done.stdout[-2000:], flush=True)
                 if done.returncode != 0:
                     raise SystemExit(f"error: the runs at {mbps:g} Mbps failed: "
                                      f"{done.stderr[-1500:]}")
-            runs += json.loads(results_path.read_text())
-    write(runs, command)
+            runs += [{**r, "factors": factors} for r in json.loads(results_path.read_text())]
+    write(runs, calibrations, command)
 
 
-def write(runs: list[dict], command: str) -> None:
+def calibrate(bed) -> dict[str, float]:
+    """Each device's speed factor against the profile, timed where it runs (the phone's under
+    its quota): the median of three ``collectors calibrate`` runs."""
+    import statistics
+
+    data = str(ROOT / "datasets" / PROFILE)
+    factors = {}
+    for device, extra in (("phone", ["--throttle", str(PHONE_FRACTION)]), ("server", [])):
+        values = []
+        for _ in range(3):
+            done = bed.run_on(device, [sys.executable, "-m", "dnnsplit.collectors.cli",
+                                       "calibrate", "--data", data, "--json", *extra],
+                              check=True, env={"PYTHONPATH": str(ROOT.parent)})
+            values.append(json.loads(done.stdout)["factor"])
+        factors[device] = statistics.median(values)
+    return factors
+
+
+def plan_files(tmp: Path, table: str, model: str, objective: str, names: list[str],
+               mbps: float, factors: dict[str, float]) -> list[dict]:
+    """The table row's plans saved to files, one per distinct assignment (its names)."""
+    plans = make_plans(model, objective, names, mbps, factors)
+    by_assignment: dict[str, list[str]] = {}
+    for name, plan in plans.items():
+        by_assignment.setdefault(json.dumps(plan.assignment, sort_keys=True), []).append(name)
+    todo = []
+    for same in by_assignment.values():
+        path = tmp / f"{table}-{model}-{mbps:g}-{same[0]}.json"
+        plans[same[0]].save(path)
+        todo.append({"table": table, "model": model, "mbps": mbps, "plans": same,
+                     "plan": str(path), "predicted_ms": plans[same[0]].value})
+    return todo
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (table, model, link, plan): the median over passes, its spread, and the gain
+    over phone-only (latency) or the best single device (throughput), measured and
+    predicted."""
+    import statistics
+
+    rows: dict[tuple, dict] = {}
+    for r in runs:
+        key = (r["table"], r["model"], r["mbps"], tuple(r["plans"]))
+        rows.setdefault(key, {**r, "passes": []})["passes"].append(r["measured"])
+    out = list(rows.values())
+    for r in out:
+        latency = r["table"] == "003"
+        values = [m["latency_p50_ms" if latency else "throughput_fps"] for m in r["passes"]]
+        median = statistics.median(values)
+        r["summary"] = {"measured": median, "spread": (max(values) - min(values)) / median,
+                        "predicted": r["predicted"]["latency_ms" if latency
+                                                    else "throughput_fps"]}
+    for r in out:
+        peers = [q for q in out if (q["table"], q["model"], q["mbps"]) ==
+                 (r["table"], r["model"], r["mbps"])]
+        singles = [q for q in peers if any(n.startswith("only ") for n in q["plans"])]
+        if r["table"] == "003":
+            base = next(q for q in peers if "only phone" in q["plans"])["summary"]
+            r["summary"]["gain_measured"] = base["measured"] / r["summary"]["measured"]
+            r["summary"]["gain_predicted"] = base["predicted"] / r["summary"]["predicted"]
+        else:
+            r["summary"]["gain_measured"] = r["summary"]["measured"] / max(
+                q["summary"]["measured"] for q in singles)
+            r["summary"]["gain_predicted"] = r["summary"]["predicted"] / max(
+                q["summary"]["predicted"] for q in singles)
+    return out
+
+
+def write(runs: list[dict], calibrations: list[dict], command: str) -> None:
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     write_json_atomic(DOCS / "seeds.json", {"measured": when, "command": command,
-                                            "machine": platform.node(), "runs": runs})
+                                            "machine": platform.node(),
+                                            "calibrations": calibrations, "runs": runs})
+    runs = summarise(runs)
+    factors = ", ".join(f"{c['mbps']:g} Mbps: phone x{c['phone']:.2f}, server x{c['server']:.2f}"
+                        for c in calibrations)
     lines = ["# The seeds' experiments, measured on the testbed", "",
              f"Measured {when} on {platform.node()} ({os.cpu_count()} cores) with "
-             f"`{command}`. Phone: CPU 0 under a {PHONE_FRACTION:.0%} CPU quota (planned as "
-             f"`{PROFILE}:x{1 / PHONE_FRACTION:g}`); server: CPU 1 (`{PROFILE}`); a tbf-shaped "
-             f"veth between their namespaces, {RTT_MS:g} ms RTT emulated; Ray backend.", ""]
-    for table, title, key, unit in (("003", "Seed 003: one-frame latency", "latency_p50_ms",
-                                     "ms"),
-                                    ("001", "Seed 001: throughput", "throughput_fps", "fps")):
+             f"`{command}`. Phone: CPU 0, its stage actor under a {PHONE_FRACTION:.0%} CPU "
+             f"quota; server: CPU 1; both planned from `{PROFILE}` scaled by the factor "
+             f"calibrated on the device just before ({factors}); a tbf-shaped veth between "
+             f"their namespaces, {RTT_MS:g} ms RTT emulated; Ray backend. Repeats: each plan "
+             "ran once per pass, the passes one after another; the median of the passes is "
+             "shown, and `spread` is (max - min) / median over the passes.", ""]
+    for table, title, key, unit, over in (
+            ("003", "Seed 003: one-frame latency", "latency_p50_ms", "ms", "phone-only"),
+            ("001", "Seed 001: throughput", "throughput_fps", "fps", "best single device")):
         rows = [r for r in runs if r["table"] == table]
         if not rows:
             continue
-        predicted_key = "latency_ms" if key == "latency_p50_ms" else "throughput_fps"
         lines += [f"## {title}", "",
-                  f"| model | Mbps | plan | measured {unit} | predicted {unit} | diff | "
-                  "outputs match |", "|---|---|---|---|---|---|---|"]
+                  f"| model | Mbps | plan | measured {unit} | spread | predicted {unit} | diff | "
+                  f"x over {over} measured | predicted | outputs match |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            m, p = r["measured"][key], r["predicted"][predicted_key]
-            lines.append(f"| {r['model']} | {r['mbps']:g} | {' = '.join(r['plans'])} | "
-                         f"{m:.1f} | {p:.1f} | {m / p - 1:+.0%} | {r['outputs_match']} |")
+            m, p = r["summary"]["measured"], r["summary"]["predicted"]
+            lines.append(
+                f"| {r['model']} | {r['mbps']:g} | {' = '.join(r['plans'])} | {m:.1f} | "
+                f"{r['summary']['spread']:.0%} | {p:.1f} | {m / p - 1:+.0%} | "
+                f"{r['summary']['gain_measured']:.2f} | {r['summary']['gain_predicted']:.2f} | "
+                f"{r['outputs_match']} |")
         lines.append("")
     write_text_atomic(DOCS / "seeds-runs.md", "\n".join(lines))
 

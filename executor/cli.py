@@ -77,6 +77,10 @@ def run_command(
         [], "--ray-node", metavar="PLAN_DEVICE=RESOURCE",
         help="ray: run that device's stage on a node started with --resources "
              "'{\"RESOURCE\": 1}' (repeatable)"),
+    models_dir: Optional[str] = typer.Option(
+        None, "--models-dir", metavar="DIR",
+        help="ray: ship the stages' sub-models as files in DIR, which every node must read (a "
+             "shared filesystem), instead of through Ray's object store (slow over slow links)"),
     no_links: bool = typer.Option(False, "--no-links", help="do not emulate the plan's links"),
     link_latency_only: bool = typer.Option(
         False, "--link-latency-only", help="emulate only the plan's link latency: the "
@@ -98,9 +102,10 @@ def run_command(
         "run and also give the prediction at this machine's present speed"),
     throttle: list[str] = typer.Option(
         [], "--throttle", metavar="DEVICE=FRACTION",
-        help="processes backend: confine a device's stage processes to FRACTION of their CPU "
-             "with a CPU quota (cgroups, root), e.g. phone=0.25 (repeatable). A plan device "
-             "with :xF is throttled to 1/F anyway (see --no-emulate-factors)"),
+        help="processes or ray backend: confine a device's stage processes to FRACTION of their "
+             "CPU with a CPU quota (cgroups, root; ray: workers on this machine), e.g. "
+             "phone=0.25 (repeatable). On processes, a plan device with :xF is throttled to 1/F "
+             "anyway (see --no-emulate-factors)"),
     emulate_factors: bool = typer.Option(
         True, "--emulate-factors/--no-emulate-factors",
         help="processes backend: throttle each :xF device (F > 1) to 1/F of its CPU so that "
@@ -137,7 +142,7 @@ def run_command(
                    calibrate=calibrate, in_flight=in_flight, relay=relay, on_ready=announce,
                    throttle={d: _fraction(f) for d, f in
                              parse_pairs(throttle, "--throttle").items()},
-                   emulate_factors=emulate_factors)
+                   emulate_factors=emulate_factors, models_dir=models_dir)
     report = execute_with_baseline(keras_model, loaded, repeats=repeats, **options) \
         if baseline else execute(keras_model, loaded, **options)
     if timeline:

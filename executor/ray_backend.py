@@ -6,7 +6,10 @@ one GPU if its Keras device is a GPU, and optionally a custom resource that pins
 machine (start that machine with ``ray start --address HEAD --resources '{"edge": 1}'`` and
 pass ``placement={"edge-device": "edge"}``). Without ``address`` a private local Ray instance
 is started for the run and shut down after it; with ``address`` (``"auto"``, ``"HOST:PORT"``)
-the run joins an existing cluster, where every node must have dnnsplit installed.
+the run joins an existing cluster, where every node must have dnnsplit installed. With
+``models_dir`` (a directory every node reads, e.g. a shared filesystem) the sub-models travel
+as files instead of through Ray's object store: over a slow link a 100 MB stage would take
+minutes to reach its actor (1.4 min at 10 Mbps, 14 at 1 Mbps) before the first frame.
 
 A device whose stages a latency plan visits more than once has one actor holding them all, so
 they take turns. Frames flow actor to actor through Ray's object store (a real network transfer
@@ -64,7 +67,7 @@ class StageWorker:
     ``links``: the link from it is emulated here, before the frame is run.
     """
 
-    def __init__(self, stages: Sequence[Stage], model_bytes: Sequence[bytes],
+    def __init__(self, stages: Sequence[Stage], model_bytes: Sequence[bytes | str],
                  keras_device: str | None, threads: int, keeps: Sequence[set],
                  fault: Fault | None, upstreams: Sequence[Stage | None] = (),
                  readers=None, links=None):
@@ -81,7 +84,7 @@ class StageWorker:
         self.upstreams = list(upstreams) or [None] * len(self.stages)
         self.readers, self.links = readers, links
         self.link_in = [SerialLink(clock=time.time) for _ in self.stages]
-        self.runs = [compile_stage(replace(stage, model=pickle.loads(data)), keras_device)
+        self.runs = [compile_stage(replace(stage, model=pickle.loads(_read(data))), keras_device)
                      for stage, data in zip(self.stages, model_bytes)]
 
     def recorded(self) -> list[tuple]:
@@ -93,6 +96,12 @@ class StageWorker:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+    def whereabouts(self) -> tuple[str, int]:
+        """The host this actor runs on and its process id (to throttle it from there)."""
+        import socket
+
+        return socket.gethostname(), os.getpid()
 
     def _run(self, which: int, values):
         stage = self.stages[which]
@@ -126,6 +135,14 @@ class StageWorker:
         self.events.append((stage.name, frame, start, end))
         values = {k: v for k, v in values.items() if k in self.keeps[which]}
         return values, start if started is None else started, end
+
+
+def _read(data: bytes | str) -> bytes:
+    """A pickled sub-model as given, or read from the file it was written to."""
+    if isinstance(data, bytes):
+        return data
+    with open(data, "rb") as f:
+        return f.read()
 
 
 #: A local instance returns objects up to this size inline (through the caller's gRPC), not
@@ -170,7 +187,8 @@ def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndar
                      address: str | None = None, placement: Mapping[str, str] | None = None,
                      keep_outputs: int = 3, window: int | None = None,
                      timeout_s: float = 600.0, fault: Fault | None = None,
-                     progress: bool = False) -> RunResult:
+                     progress: bool = False, models_dir: str | None = None,
+                     throttle: Mapping[str, float] | None = None) -> RunResult:
     ray = import_ray()
     devices, placement = devices or {}, placement or {}
     started_here = not ray.is_initialized()
@@ -178,21 +196,73 @@ def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndar
         start_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
                                                                len(stages) * threads))
     actors: list = []
+    with contextlib.ExitStack() as stack:
+        shipped = stack.enter_context(_shipped_models(stages, models_dir))
+        quotas = _quotas(stack, throttle or {}, threads)
+        try:
+            return _run(ray, actors, stages, shipped, frames, input_keys, output_keys, links,
+                        first_device, devices, threads, placement, keep_outputs, window,
+                        timeout_s, fault, progress, quotas)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted (Ctrl-C): the pipeline was stopped") from None
+        finally:
+            for actor in actors:
+                ray.kill(actor[1], no_restart=True)
+            if started_here:
+                ray.shutdown()
+
+
+def _quotas(stack: contextlib.ExitStack, throttle: Mapping[str, float], threads: int) -> dict:
+    """A CPU quota group per throttled device, removed when ``stack`` closes."""
+    from dnnsplit.collectors.throttle import CpuQuota
+
+    return {device: stack.enter_context(CpuQuota(fraction, name=f"{device}-ray-quota",
+                                                 cpus=threads))
+            for device, fraction in throttle.items()}
+
+
+def _confine(ray, actors, quotas: Mapping[str, Any]) -> None:
+    """Move each throttled device's actor process into its quota group."""
+    import socket
+
+    here = socket.gethostname()
+    for device, actor in actors:
+        if device not in quotas:
+            continue
+        host, pid = _get(ray, actors, actor.whereabouts.remote(), 30.0)
+        if host != here:
+            raise ExecutorError(f"cannot throttle device {device!r}: its Ray worker runs on "
+                                f"{host}, not on this machine ({here})")
+        quotas[device].add(pid)
+
+
+@contextlib.contextmanager
+def _shipped_models(stages: Sequence[Stage], models_dir: str | None):
+    """Each stage's pickled sub-model: the bytes, or (``models_dir``) the path of a file
+    holding them, in a private subdirectory removed after the run."""
+    if models_dir is None:
+        yield [pickle.dumps(stage.model) for stage in stages]
+        return
+    import shutil
+    import tempfile
+
+    os.makedirs(models_dir, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="dnnsplit-stages-", dir=models_dir)
     try:
-        return _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device,
-                    devices, threads, placement, keep_outputs, window, timeout_s, fault,
-                    progress)
-    except KeyboardInterrupt:
-        raise Interrupted("interrupted (Ctrl-C): the pipeline was stopped") from None
+        paths = []
+        for i, stage in enumerate(stages):
+            path = os.path.join(folder, f"stage-{i}.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(stage.model, f)
+            paths.append(path)
+        yield paths
     finally:
-        for actor in actors:
-            ray.kill(actor[1], no_restart=True)
-        if started_here:
-            ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_device, devices,
-         threads, placement, keep_outputs, window, timeout_s, fault, progress) -> RunResult:
+def _run(ray, actors, stages, shipped, frames, input_keys, output_keys, links, first_device,
+         devices, threads, placement, keep_outputs, window, timeout_s, fault, progress,
+         quotas) -> RunResult:
     readers = consumers(stages)
     producer = producers(stages, first_device)
     keep = keep_sets(stages, output_keys)
@@ -208,7 +278,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
         if device in placement:
             options["resources"] = {placement[device]: 0.001}
         actors.append((device, stage_actor.options(**options).remote(
-            [lights[i] for i in indices], [pickle.dumps(stages[i].model) for i in indices],
+            [lights[i] for i in indices], [shipped[i] for i in indices],
             keras_device, threads, [keep[i] for i in indices], fault,
             [lights[i - 1] if i else None for i in indices], readers, links)))
     actor_of = dict(actors)
@@ -216,6 +286,7 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
     back = SerialLink(clock=time.time)  # the return of outputs to the first device
     started_on = _wait_started(ray, actors, placement)
     nodes = {s.name: started_on[s.device] for s in stages}
+    _confine(ray, actors, quotas)
     values = dict(zip(input_keys, frames[0]))
     for actor, which in route:
         values = _get(ray, actors, actor.warm.remote(values, which), timeout_s)
@@ -257,6 +328,8 @@ def _run(ray, actors, stages, frames, input_keys, output_keys, links, first_devi
                         for e in _get(ray, actors, a.recorded.remote(), 60.0)]
     result = summarise(stages, len(frames), results, events)
     result.nodes = nodes
+    result.throttled = {device: {"fraction": quota.fraction, "period_ms": quota.period_us / 1000,
+                                 **quota.throttled()} for device, quota in quotas.items()}
     return result
 
 

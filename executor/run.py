@@ -71,8 +71,8 @@ def emulation(problem, backend: str, throttle: Mapping[str, float] | None = None
     if unknown:
         raise DnnsplitError(f"--throttle names devices {unknown} the plan does not have (its "
                             f"devices: {', '.join(problem.devices)})")
-    if fractions and backend != "processes":
-        raise DnnsplitError("--throttle needs --backend processes (a CPU quota holds a "
+    if fractions and backend not in ("processes", "ray"):
+        raise DnnsplitError("--throttle needs --backend processes or ray (a CPU quota holds a "
                             "process; the local backend runs every stage in this one)")
     bad = {d: f for d, f in fractions.items() if not 0 < f <= 1}
     if bad:
@@ -165,11 +165,13 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
             relay: str | None = None,
             on_ready: Callable[[list], None] | None = None,
             throttle: Mapping[str, float] | None = None,
-            emulate_factors: bool = True) -> ExecutionReport:
+            emulate_factors: bool = True,
+            models_dir: str | None = None) -> ExecutionReport:
     """Run ``model`` split as ``plan`` says on ``backend`` and compare with the plan.
 
     ``devices`` maps plan devices to Keras devices (``{"server": "gpu:0"}``); ``address`` and
-    ``placement`` are for the Ray backend (see :mod:`dnnsplit.executor.ray_backend`). Backends:
+    ``placement`` (and ``models_dir``) are for the Ray backend (see
+    :mod:`dnnsplit.executor.ray_backend`). Backends:
     ``local`` (a thread per stage, :mod:`dnnsplit.executor.local`), ``processes`` (a process per
     stage on this machine, :mod:`dnnsplit.executor.processes`), ``ray``
     (:mod:`dnnsplit.executor.ray_backend`).
@@ -194,8 +196,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
         raise DnnsplitError("--frames must be at least 1")
     if in_flight is not None and in_flight < 1:
         raise DnnsplitError("--in-flight must be at least 1")
-    if backend != "ray" and (address or placement):
-        raise DnnsplitError("--address and --ray-node need --backend ray")
+    if backend != "ray" and (address or placement or models_dir):
+        raise DnnsplitError("--address, --ray-node and --models-dir need --backend ray")
     if relay is not None and backend != "local":
         raise DnnsplitError("--relay needs --backend local (with ray, stages on different "
                             "machines already talk over the network)")
@@ -248,7 +250,8 @@ def execute(model, plan, frames: int = 50, backend: str = "local",
 
         result = run_pipeline_ray(stages, data, model_input_keys(tg), list(tg.output_sources),
                                   threads=threads, address=address, placement=placement,
-                                  window=in_flight, **common)
+                                  window=in_flight, models_dir=models_dir, throttle=fractions,
+                                  **common)
     elif backend == "processes":
         from dnnsplit.executor.processes import run_pipeline_processes
 

@@ -174,12 +174,19 @@ class Testbed:
         raise ExecutorError(f"the testbed's {n} Ray nodes did not come up within "
                             f"{START_TIMEOUT_S:g} s")
 
+    def _inside(self, host: str, command: Sequence[str]) -> list[str]:
+        """``command`` in ``host``'s namespace, pinned to its CPU, with the CPU quota groups
+        in sight (``ip netns exec`` mounts a sysfs of the namespace's own, without the cgroup
+        hierarchies: they are mounted again in the command's private mount namespace)."""
+        return ["ip", "netns", "exec", namespace(host, self.prefix), "sh", "-c",
+                f'{cgroup_remount()}exec "$@"', "sh", "taskset", "-c", str(self.cpus[host]),
+                *command]
+
     def run_on(self, host: str, command: Sequence[str], check: bool = False,
                timeout: float | None = None, env: dict | None = None
                ) -> subprocess.CompletedProcess:
         """Run ``command`` in ``host``'s namespace, pinned to its CPU; output captured."""
-        cmd = ["ip", "netns", "exec", namespace(host, self.prefix), "taskset", "-c",
-               str(self.cpus[host]), *command]
+        cmd = self._inside(host, command)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **ENV, **(env or {})})
         if check and done.returncode != 0:
@@ -190,8 +197,7 @@ class Testbed:
     def popen_on(self, host: str, command: Sequence[str], **kwargs) -> subprocess.Popen:
         """Start ``command`` in ``host``'s namespace, pinned to its CPU."""
         kwargs["env"] = {**os.environ, **ENV, **(kwargs.get("env") or {})}
-        return subprocess.Popen(["ip", "netns", "exec", namespace(host, self.prefix), "taskset",
-                                 "-c", str(self.cpus[host]), *command], **kwargs)
+        return subprocess.Popen(self._inside(host, command), **kwargs)
 
     def stop_node(self, host: str) -> None:
         """Kill every process of ``host``'s Ray node at once (a host that fails)."""
@@ -206,6 +212,31 @@ class Testbed:
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
+
+
+def cgroup_remount() -> str:
+    """Shell commands (each ending in ``; ``) that mount this machine's CPU controller
+    hierarchy again at its place, for a process in a mount namespace of its own whose /sys has
+    lost it; empty where there is none (then quotas are not available inside)."""
+    from dnnsplit.collectors.throttle import ThrottleError, cgroup_root
+
+    try:
+        version, base = cgroup_root()
+    except ThrottleError:
+        return ""
+    with open("/proc/mounts") as mounts:
+        entry = next((line.split() for line in mounts if line.split()[1:2] == [str(base)]),
+                     None)
+    if entry is None:
+        return ""
+    if version == "v2":
+        return f"[ -e {base}/cgroup.controllers ] || mount -t cgroup2 none {base} 2>/dev/null; "
+    controllers = ",".join(o for o in entry[3].split(",") if o not in ("rw", "ro", "relatime",
+                                                                       "nosuid", "nodev",
+                                                                       "noexec"))
+    parent = base.parent
+    return (f"[ -e {base}/cpu.cfs_quota_us ] || {{ mount -t tmpfs none {parent} 2>/dev/null && "
+            f"mkdir -p {base} && mount -t cgroup -o {controllers} cgroup {base} 2>/dev/null; }}; ")
 
 
 def _raise_interrupt(signum, frame):

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from dnnsplit.collectors.throttle import available, groups
 from dnnsplit.executor.pipeline import ExecutorError, Fault
 from dnnsplit.executor.ray_backend import start_ray
 from dnnsplit.executor.run import execute, random_frames
@@ -71,14 +72,38 @@ def test_a_plan_that_comes_back_to_a_device_runs_on_one_actor_per_device(cluster
     assert 50.0 <= report.measured["latency_p50_ms"] <= 80.0
 
 
-def test_a_failing_stage_stops_the_run_and_names_the_stage(cluster):
+def test_a_failing_stage_stops_the_run_and_names_the_stage(cluster, tmp_path):
     model = branchy_model()
     plan = plan_for(model, devices=("a", "b"))
     victim = plan.stages[-1]["device"]
     start = time.monotonic()
     with pytest.raises(ExecutorError, match=f"stage on device '{victim}'.*injected fault"):
-        execute(model, plan, frames=200, backend="ray", fault=Fault(victim, 4, "raise"))
+        execute(model, plan, frames=200, backend="ray", fault=Fault(victim, 4, "raise"),
+                models_dir=str(tmp_path))
     assert time.monotonic() - start < 60  # actors start in ~5 s; the failure itself is fast
+    assert list(tmp_path.iterdir()) == []  # the shipped sub-models are removed, also on failure
+
+
+def test_sub_models_shipped_as_files_run_and_are_removed_after(cluster, tmp_path):
+    import pickle
+
+    from dnnsplit.executor.ray_backend import _shipped_models
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("a", "b"))
+    stages = build_stages(model, plan, TaskGraph.from_keras(model))
+    with _shipped_models(stages, str(tmp_path / "shared")) as paths:
+        assert len(paths) == len(stages)
+        for path, stage in zip(paths, stages):
+            with open(path, "rb") as f:
+                copy = pickle.load(f)
+            assert [w.shape for w in copy.weights] == [w.shape for w in stage.model.weights]
+    assert list((tmp_path / "shared").iterdir()) == []
+    report = execute(model, plan, frames=3, backend="ray", models_dir=str(tmp_path / "shared"))
+    assert report.outputs_match
+    assert list((tmp_path / "shared").iterdir()) == []
+    with pytest.raises(DnnsplitError, match="need --backend ray"):
+        execute(model, plan, frames=2, models_dir=str(tmp_path))
 
 
 def test_a_dying_worker_stops_the_run_and_names_the_stage(cluster):
@@ -114,3 +139,18 @@ def test_a_plan_that_splits_a_layer_runs_on_ray_and_matches_the_original(cluster
     assert plan.layer_splits == {"big": 2}
     report = execute(model, plan, frames=5, backend="ray", check_frames=5)
     assert report.outputs_match and [s["device"] for s in report.stages] == ["w1", "w2"]
+
+
+@pytest.mark.skipif(not available(), reason="no writable cgroup CPU controller")
+def test_a_throttled_device_s_actor_runs_in_its_quota_group_and_leaves_none(cluster):
+    import os
+
+    model = branchy_model()
+    plan = plan_for(model, devices=("phone", "server"))
+    report = execute(model, plan, frames=6, backend="ray", throttle={"phone": 0.5})
+    assert report.outputs_match
+    phone = next(row for row in report.stages if row["device"] == "phone")
+    # the kernel counted periods in which the group had work: the actor ran inside it
+    assert phone["throttled"]["fraction"] == 0.5 and phone["throttled"]["periods"] > 0
+    assert "throttled" not in next(r for r in report.stages if r["device"] == "server")
+    assert not [g for g in groups() if g.endswith(f"-{os.getpid()}")]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dnnsplit.collectors.throttle import groups
 from dnnsplit.executor.testbed import (ADDRESSES, Testbed, leftovers, namespaces, requirements,
                                        teardown)
 
@@ -30,7 +31,19 @@ def test_the_network_comes_up_shaped_and_goes_without_a_trace():
             s = socket.socket(); s.settimeout(2)
             print(s.connect_ex(("{ADDRESSES['server']}", 9)))""")])
         assert reach.stdout.strip() in {"111", "0"}  # refused = the server's host answered
+        # a process inside can make a CPU quota group and join it (ip netns exec hides the
+        # host's cgroups: the testbed mounts them again), and it is removed after
+        inside = bed.run_on("phone", [sys.executable, "-c", textwrap.dedent("""
+            import os
+            from dnnsplit.collectors.throttle import CpuQuota, available
+            print(available())
+            with CpuQuota(0.5, name="tbtest-inside") as quota:
+                quota.add(os.getpid())
+                print(quota.pids() == [os.getpid()])""")],
+            env={"PYTHONPATH": str(ROOT.parent)})
+        assert inside.stdout.split() == ["True", "True"], inside.stderr[-800:]
     assert not leftovers(PREFIX)
+    assert not [g for g in groups() if g.startswith("tbtest-inside")]
 
 
 def test_a_testbed_whose_maker_was_killed_is_torn_down_by_the_next():
