@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--table", nargs="*", default=["003", "001"])
     parser.add_argument("--mbps", nargs="*", type=float, default=[1.0, 10.0, 100.0])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--name", default="seeds",
+                        help="write docs/NAME.json and docs/NAME-runs.md (e.g. seeds-edge for "
+                             "points on the acceleration region's edge)")
     parser.add_argument("--passes", type=int, default=2,
                         help="run every plan this many times, the passes one after another")
     parser.add_argument("--models003", nargs="*")
@@ -152,7 +155,7 @@ def main() -> None:
                     raise SystemExit(f"error: the runs at {mbps:g} Mbps failed: "
                                      f"{done.stderr[-1500:]}")
             runs += [{**r, "factors": factors} for r in json.loads(results_path.read_text())]
-    write(runs, calibrations, command)
+    write(runs, calibrations, command, args.name)
 
 
 def calibrate(bed) -> dict[str, float]:
@@ -223,11 +226,11 @@ def summarise(runs: list[dict]) -> list[dict]:
     return out
 
 
-def write(runs: list[dict], calibrations: list[dict], command: str) -> None:
+def write(runs: list[dict], calibrations: list[dict], command: str, name: str = "seeds") -> None:
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
 
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    write_json_atomic(DOCS / "seeds.json", {"measured": when, "command": command,
+    write_json_atomic(DOCS / f"{name}.json", {"measured": when, "command": command,
                                             "machine": platform.node(),
                                             "calibrations": calibrations, "runs": runs})
     runs = summarise(runs)
@@ -259,7 +262,7 @@ def write(runs: list[dict], calibrations: list[dict], command: str) -> None:
                 f"{r['summary']['gain_measured']:.2f} | {r['summary']['gain_predicted']:.2f} | "
                 f"{r['outputs_match']} |")
         lines.append("")
-    write_text_atomic(DOCS / "seeds-runs.md", "\n".join(lines))
+    write_text_atomic(DOCS / f"{name}-runs.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -143,9 +143,10 @@ def send_s(stage: Stage, values: Mapping[Key, np.ndarray], readers: Mapping[Key,
     """Seconds to send what ``stage`` produced to every other device that reads it (once each)."""
     seconds = 0.0
     for key in stage.output_keys:
-        nbytes = int(np.asarray(values[key]).nbytes)
-        for dest in readers.get(key, ()):
-            if dest != stage.device:
+        others = [dest for dest in readers.get(key, ()) if dest != stage.device]
+        if others:  # (a tensor no other device reads need not be in ``values``)
+            nbytes = int(np.asarray(values[key]).nbytes)
+            for dest in others:
                 seconds += transfer_s(nbytes, links[(stage.device, dest)])
     return seconds
 

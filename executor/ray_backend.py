@@ -19,7 +19,12 @@ would have delivered it (:class:`~dnnsplit.executor.pipeline.SerialLink`, on the
 machines this assumes their clocks agree, as NTP keeps them); the driver dates the outputs'
 return to the first device the same way. No process is spent on links. Each actor runs its
 calls in submission order, so frames stay in order; at most ``window`` frames are in flight
-(backpressure). Every stage is warmed up on the first frame before timing starts.
+(backpressure). A tensor travels on from a stage only while a later reader's device has not
+had it (:func:`routes`): one that only a later stage of the same device reads (a U-Net's skip
+connection across a visit to the server) waits in that device's actor instead of crossing
+the link there and back. Where the link to the first device is not emulated (a real link, or
+none) a frame is done when its outputs reach the driver, not when the last stage ends. Every
+stage is warmed up on the first frame before timing starts.
 
 Faults: a stage that raises or a worker process that dies stops the run with an error that
 names the stage; Ctrl-C stops it too; in every case the actors are killed and a Ray instance
@@ -29,6 +34,7 @@ started here is shut down, so no process outlives the run.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import sys
@@ -68,7 +74,7 @@ class StageWorker:
     """
 
     def __init__(self, stages: Sequence[Stage], model_bytes: Sequence[bytes | str],
-                 keras_device: str | None, threads: int, keeps: Sequence[set],
+                 keras_device: str | None, threads: int, routes: Sequence[tuple[set, set]],
                  fault: Fault | None, upstreams: Sequence[Stage | None] = (),
                  readers=None, links=None):
         self.events: list[tuple] = []
@@ -80,7 +86,8 @@ class StageWorker:
 
         import_keras()
         configure_worker_threads(1, threads)
-        self.stages, self.keeps, self.fault = list(stages), list(keeps), fault
+        self.stages, self.routes, self.fault = list(stages), list(routes), fault
+        self.stash: dict[Any, dict] = {}  # frame -> tensors a later stage here will read
         self.upstreams = list(upstreams) or [None] * len(self.stages)
         self.readers, self.links = readers, links
         self.link_in = [SerialLink(clock=time.time) for _ in self.stages]
@@ -110,14 +117,26 @@ class StageWorker:
                           self.runs[which]([values[k] for k in stage.input_keys])))
         return values
 
+    def _pass_on(self, frame, which: int, values: dict) -> dict:
+        """Keep what later stages here read; return what travels to the next stage."""
+        travel, stay = self.routes[which]
+        if stay:
+            self.stash.setdefault(frame, {}).update({k: values[k] for k in stay})
+        if which == len(self.stages) - 1:
+            self.stash.pop(frame, None)  # this actor's last stage of the frame
+        return {k: v for k, v in values.items() if k in travel}
+
     def warm(self, values: dict, which: int = 0) -> dict:
+        values = {**self.stash.get("warm", {}), **values}
         try:
-            return self._run(which, values)
+            values = self._run(which, values)
         except Exception as exc:
             raise stage_error(self.stages[which].name, exc) from None
+        return self._pass_on("warm", which, values)
 
     def step(self, frame: int, payload: tuple, which: int = 0) -> tuple:
         values, started, ready = payload
+        values = {**self.stash.get(frame, {}), **values}
         stage, upstream = self.stages[which], self.upstreams[which]
         if upstream is not None and self.links:
             seconds = send_s(upstream, values, self.readers, self.links)
@@ -133,8 +152,8 @@ class StageWorker:
             raise stage_error(stage.name, exc) from None
         end = time.time()
         self.events.append((stage.name, frame, start, end))
-        values = {k: v for k, v in values.items() if k in self.keeps[which]}
-        return values, start if started is None else started, end
+        return (self._pass_on(frame, which, values), start if started is None else started,
+                end)
 
 
 def _read(data: bytes | str) -> bytes:
@@ -212,6 +231,39 @@ def _run_pipeline_ray(stages: Sequence[Stage], frames: Sequence[Sequence[np.ndar
                 ray.shutdown()
 
 
+def routes(stages: Sequence[Stage], input_keys: Sequence[Key],
+           output_keys: Sequence[Key]) -> list[tuple[set, set]]:
+    """Per stage, ``(travel, stay)``: the tensors it passes to the next stage, and those its
+    device's actor keeps for a later stage of its own.
+
+    A tensor the stage holds travels on while some later reader is on a device that has not
+    held it yet (a model output always travels: the driver reads it); it stays where a later
+    stage on the same device reads it. Every reader gets each tensor, and each tensor crosses
+    to each device at most once, as the plan counts it.
+    """
+    keep = keep_sets(stages, output_keys)
+    outputs = set(output_keys)
+    holders: dict[Key, set[str]] = {}
+    stashed: dict[str, set] = {}
+    arriving, out = set(input_keys), []
+    for i, stage in enumerate(stages):
+        present = arriving | set(stage.output_keys) | stashed.get(stage.device, set())
+        for key in present:
+            holders.setdefault(key, set()).add(stage.device)
+        later = stages[i + 1:]
+        travel, stay = set(), set()
+        for key in keep[i] & present:
+            readers = [s.device for s in later if key in s.input_keys]
+            if key in outputs or any(d not in holders[key] for d in readers):
+                travel.add(key)
+            if stage.device in readers:
+                stay.add(key)
+        stashed.setdefault(stage.device, set()).update(stay)
+        out.append((travel, stay))
+        arriving = travel
+    return out
+
+
 def _quotas(stack: contextlib.ExitStack, throttle: Mapping[str, float], threads: int) -> dict:
     """A CPU quota group per throttled device, removed when ``stack`` closes."""
     from dnnsplit.collectors.throttle import CpuQuota
@@ -265,7 +317,7 @@ def _run(ray, actors, stages, shipped, frames, input_keys, output_keys, links, f
          quotas) -> RunResult:
     readers = consumers(stages)
     producer = producers(stages, first_device)
-    keep = keep_sets(stages, output_keys)
+    route_of = routes(stages, input_keys, output_keys)
     stage_actor = ray.remote(StageWorker)
     groups = device_groups(stages)  # an actor per device, holding its stages
     lights = [replace(stage, model=None) for stage in stages]  # the models travel once
@@ -279,11 +331,13 @@ def _run(ray, actors, stages, shipped, frames, input_keys, output_keys, links, f
             options["resources"] = {placement[device]: 0.001}
         actors.append((device, stage_actor.options(**options).remote(
             [lights[i] for i in indices], [shipped[i] for i in indices],
-            keras_device, threads, [keep[i] for i in indices], fault,
+            keras_device, threads, [route_of[i] for i in indices], fault,
             [lights[i - 1] if i else None for i in indices], readers, links)))
     actor_of = dict(actors)
     route = [(actor_of[s.device], groups[s.device].index(i)) for i, s in enumerate(stages)]
     back = SerialLink(clock=time.time)  # the return of outputs to the first device
+    real_return = links is None or all(math.isinf(float(link["mbps"]))
+                                       for link in links.values())
     started_on = _wait_started(ray, actors, placement)
     nodes = {s.name: started_on[s.device] for s in stages}
     _confine(ray, actors, quotas)
@@ -311,6 +365,8 @@ def _run(ray, actors, stages, shipped, frames, input_keys, output_keys, links, f
             if remaining <= 0:
                 raise ExecutorError(f"the pipeline did not finish within {timeout_s:g} s")
             values, started, done = _get(ray, actors, ref, remaining)
+            if real_return:  # the outputs crossed a real link (or none) to get here
+                done = max(done, time.time())
             outputs = [values[k] for k in output_keys]
             if links and first_device is not None:
                 returned = return_s(outputs, output_keys, producer, first_device, links)

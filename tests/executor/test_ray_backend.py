@@ -58,7 +58,28 @@ def test_every_frame_equals_the_unsplit_model_and_order_is_kept(cluster, build):
     assert result.link_ms and all(v >= 14.0 for v in result.link_ms.values())
 
 
-@pytest.mark.slow  # runs on the local and processes backends in the default run
+def test_a_tensor_crosses_to_each_device_once_and_waits_where_only_its_device_reads_it():
+    from dnnsplit.executor.ray_backend import routes
+    from dnnsplit.executor.stages import Stage
+
+    def stage(device, reads, makes, name=""):
+        return Stage(device, [], list(reads), list(makes), None, name=name)
+
+    # a U-Net visit: the phone makes a skip tensor (y) and a tensor for the server (x), which
+    # both the server and the phone's second stage read (w); the server makes z
+    stages = [stage("phone", ["in"], ["x", "y", "w"]), stage("server", ["x", "w"], ["z"]),
+              stage("phone", ["y", "z", "w"], ["out"], "phone#2")]
+    travel, stay = zip(*routes(stages, ["in"], ["out"]))
+    assert travel == ({"x", "w"}, {"z"}, {"out"})
+    assert stay == ({"y", "w"}, set(), set())
+    # a tensor read further on by a third device travels on through the stage between
+    stages = [stage("a", ["in"], ["x"]), stage("b", ["x"], ["y"]), stage("c", ["x", "y"], ["o"])]
+    assert [t for t, _ in routes(stages, ["in"], ["o"])] == [{"x"}, {"x", "y"}, {"o"}]
+    # a model output made early travels to the end (the driver reads it)
+    stages = [stage("a", ["in"], ["o1", "x"]), stage("b", ["x"], ["o2"])]
+    assert [t for t, _ in routes(stages, ["in"], ["o1", "o2"])] == [{"o1", "x"}, {"o1", "o2"}]
+
+
 def test_a_plan_that_comes_back_to_a_device_runs_on_one_actor_per_device(cluster):
     model = branchy_model()
     plan = _back_and_forth_plan(model, latency_ms=25.0)
