@@ -155,7 +155,19 @@ def _enable_cpu_controller(parent: Path) -> None:
         control.write_text("+cpu")
 
 
-def _remove_group(path: Path) -> None:
+def _remove_group(path: Path, tries: int = 20) -> None:
+    """Move what is left to the root group and remove ``path``, retrying for up to about a
+    second while a process that was just killed is still leaving it."""
+    import time
+
+    for _ in range(tries):
+        _try_remove_group(path)
+        if not path.exists():
+            return
+        time.sleep(0.05)
+
+
+def _try_remove_group(path: Path) -> None:
     if not path.exists():
         return
     root_procs = path.parent.parent / "cgroup.procs"
