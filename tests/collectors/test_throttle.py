@@ -57,6 +57,16 @@ def test_a_group_whose_maker_died_is_removed_by_the_next_one():
     assert not stale.exists()
 
 
+def assert_only_the_phone_ran_throttled(report, fraction: float) -> None:
+    """The run matched; the phone's stage ran in a group with ``fraction`` (the kernel counted
+    periods in which it had work there), the server's in none, and no group of ours is left."""
+    assert report.outputs_match
+    phone = next(row for row in report.stages if row["device"] == "phone")
+    assert phone["throttled"]["fraction"] == fraction and phone["throttled"]["periods"] > 0
+    assert "throttled" not in next(r for r in report.stages if r["device"] == "server")
+    assert not [g for g in groups() if g.endswith(f"-{os.getpid()}")]
+
+
 @needs_cgroups
 def test_a_processes_run_throttles_the_device_and_leaves_no_group():
     from dnnsplit.executor.run import execute
@@ -65,10 +75,7 @@ def test_a_processes_run_throttles_the_device_and_leaves_no_group():
     model = branchy_model()
     plan = plan_for(model, devices=("phone", "server"))
     report = execute(model, plan, frames=6, backend="processes", throttle={"phone": 0.5})
-    assert report.outputs_match
-    phone = next(row for row in report.stages if row["device"] == "phone")
-    assert phone["throttled"]["fraction"] == 0.5 and phone["throttled"]["periods"] > 0
-    assert "throttled" not in next(r for r in report.stages if r["device"] == "server")
+    assert_only_the_phone_ran_throttled(report, 0.5)
     assert report.notes == ["phone: throttled to 50% of its CPU (--throttle)"]
     assert not [g for g in groups() if g.endswith(f"-{os.getpid()}")]
 

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from dnnsplit.collectors.throttle import available, groups
+from dnnsplit.collectors.throttle import available
 from dnnsplit.executor.pipeline import ExecutorError, Fault
 from dnnsplit.executor.ray_backend import start_ray
 from dnnsplit.executor.run import execute, random_frames
@@ -164,14 +164,9 @@ def test_a_plan_that_splits_a_layer_runs_on_ray_and_matches_the_original(cluster
 
 @pytest.mark.skipif(not available(), reason="no writable cgroup CPU controller")
 def test_a_throttled_device_s_actor_runs_in_its_quota_group_and_leaves_none(cluster):
-    import os
+    from tests.collectors.test_throttle import assert_only_the_phone_ran_throttled
 
     model = branchy_model()
     plan = plan_for(model, devices=("phone", "server"))
     report = execute(model, plan, frames=6, backend="ray", throttle={"phone": 0.5})
-    assert report.outputs_match
-    phone = next(row for row in report.stages if row["device"] == "phone")
-    # the kernel counted periods in which the group had work: the actor ran inside it
-    assert phone["throttled"]["fraction"] == 0.5 and phone["throttled"]["periods"] > 0
-    assert "throttled" not in next(r for r in report.stages if r["device"] == "server")
-    assert not [g for g in groups() if g.endswith(f"-{os.getpid()}")]
+    assert_only_the_phone_ran_throttled(report, 0.5)
