@@ -79,8 +79,8 @@ def main() -> None:
             row = [p for p in result.points if p.speed == speed]
             top = max(row, key=lambda p: p.gain_best)
             lines.append(f"| {speed:.3g} | {top.gain_best:.2f}x | {top.mbps:.3g} | "
-                         f"{_span(result.split_range(speed))} | "
-                         f"{_span(result.split_range(speed, REGION_GAIN))} | "
+                         f"{_span(result.split_ranges(speed))} | "
+                         f"{_span(result.split_ranges(speed, REGION_GAIN))} | "
                          f"{row[0].gain_first:.2f}x / {row[-1].gain_first:.2f}x |")
         lines += ["", f"![{name} {objective}](acceleration-region-{name}-{objective}.png)", ""]
     write_text_atomic(DOCS / "acceleration-region.md", "\n".join(lines))
@@ -90,8 +90,8 @@ def main() -> None:
     print("wrote docs/acceleration-region.md")
 
 
-def _span(span) -> str:
-    return "never" if span is None else f"{span[0]:.3g} - {span[1]:.3g}"
+def _span(runs) -> str:
+    return ", ".join(f"{low:.3g} - {high:.3g}" for low, high in runs) or "never"
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def sweep_command(
     for s in speeds:
         row = [p for p in result.points if p.speed == s]
         top = max(row, key=lambda p: p.gain_best)
-        beats, region = result.split_range(s), result.split_range(s, REGION_GAIN)
+        beats, region = result.split_ranges(s), result.split_ranges(s, REGION_GAIN)
         typer.echo(f"{s:10.3g} {top.gain_best:9.2f}x {top.mbps:9.3g}  "
                    f"{_span(beats):45s} {_span(region)}")
     typer.echo(f"gain = the best single device's {unit} / the best plan's; "
@@ -312,8 +312,8 @@ def sweep_command(
                + (f"; plot {plot}" if plot else ""))
 
 
-def _span(span) -> str:
-    return "never" if span is None else f"{span[0]:.3g} - {span[1]:.3g}"
+def _span(runs) -> str:
+    return ", ".join(f"{low:.3g} - {high:.3g}" for low, high in runs) or "never"
 
 
 def main() -> None:

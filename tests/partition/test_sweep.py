@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from dnnsplit.partition.cli import app
 from dnnsplit.partition.problem import Link, PlanError, Problem
-from dnnsplit.partition.sweep import REGION_GAIN, at_point, log_grid, plot_sweep, sweep
+from dnnsplit.partition.sweep import (REGION_GAIN, Sweep, SweepPoint, at_point, log_grid,
+                                     plot_sweep, sweep)
 
 # input x (1 MB) -> a (100 kB) -> b (the output, no bytes to return)
 PHONE = {"a": 10.0, "b": 40.0}
@@ -58,17 +59,32 @@ def test_the_split_range_and_the_region_edge_are_where_the_algebra_puts_them():
     # for B < 900; it gains >= 5% over the best single device from B = 800 / (50/1.05 - 14)
     grid = log_grid(1, 5000, 400)
     result = sweep(chain(), grid, [1.0], "latency")
-    low, high = result.split_range(1.0)
+    [(low, high)] = result.split_ranges(1.0)
     step = grid[1] / grid[0]
     assert 800 / 36 <= low <= 800 / 36 * step
     assert 900 / step <= high <= 900
-    edge, _ = result.split_range(1.0, REGION_GAIN)
+    [(edge, _)] = result.split_ranges(1.0, REGION_GAIN)
     exact = 800 / (50 / 1.05 - 14)
     assert exact <= edge <= exact * step
     assert all(p.gain_best >= REGION_GAIN - 1e-9 for p in result.region())
     # a faster phone keeps everything local at every bandwidth
     fast = sweep(chain(), grid[::20], [0.05], "latency")
-    assert fast.split_range(0.05) is None and not fast.region()
+    assert fast.split_ranges(0.05) == [] and not fast.region()
+
+
+def test_a_region_in_pieces_is_reported_as_separate_intervals():
+    # a split wins at 2-3 and again at 20-30 Mbps; offloading everything wins between them
+    def point(mbps, splits, value):
+        return SweepPoint(mbps, 4.0, value, splits, "phone", 100.0, 100.0, 100.0, 100.0 / value,
+                          100.0 / value, "")
+
+    wins = {2: 90, 3: 80, 20: 95, 30: 70}
+    points = [point(m, m in wins, wins.get(m, 100.0)) for m in (1, 2, 3, 5, 10, 20, 30)]
+    result = Sweep("m", "throughput", ["phone", "server"], 10.0, [p.mbps for p in points],
+                   [4.0], "dp", points)
+    assert result.split_ranges(4.0) == [(2, 3), (20, 30)]
+    assert result.split_ranges(4.0, 1.2) == [(3, 3), (30, 30)]
+    assert result.to_dict()["split_ranges"] == {"4": [(2, 3), (20, 30)]}
 
 
 def test_a_point_scales_only_the_first_device_and_sets_every_link():
