@@ -113,6 +113,8 @@ def main() -> None:
                         help="run every plan this many times, the passes one after another")
     parser.add_argument("--models003", nargs="*")
     parser.add_argument("--models001", nargs="*")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="write docs/NAME-runs.md again from docs/NAME.json (no runs)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--todo", help=argparse.SUPPRESS)
     parser.add_argument("--results", help=argparse.SUPPRESS)
@@ -121,6 +123,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.inside:
         inside(args)
+        return
+    if args.rewrite:
+        saved = json.loads((DOCS / f"{args.name}.json").read_text())
+        write(saved["runs"], saved["calibrations"], saved["command"], args.name,
+              when=saved["measured"])
         return
     from dnnsplit.executor.testbed import Testbed, requirements
 
@@ -226,10 +233,30 @@ def summarise(runs: list[dict]) -> list[dict]:
     return out
 
 
-def write(runs: list[dict], calibrations: list[dict], command: str, name: str = "seeds") -> None:
+def winners(rows: list[dict]) -> list[dict]:
+    """Per (table, model, link): the plan predicted best and the plan measured best. They
+    agree when they are one plan, or when the measured best beats the predicted one by less
+    than the two plans' run-to-run spread (a tie: the passes cannot tell them apart)."""
+    out = []
+    for key in dict.fromkeys((r["table"], r["model"], r["mbps"]) for r in rows):
+        peers = [r for r in rows if (r["table"], r["model"], r["mbps"]) == key]
+        sign = -1 if key[0] == "003" else 1  # latency: lower is better; fps: higher
+        predicted = max(peers, key=lambda r: sign * r["summary"]["predicted"])
+        measured = max(peers, key=lambda r: sign * r["summary"]["measured"])
+        margin = abs(measured["summary"]["measured"] / predicted["summary"]["measured"] - 1)
+        noise = max(measured["summary"]["spread"], predicted["summary"]["spread"])
+        out.append({"table": key[0], "model": key[1], "mbps": key[2],
+                    "predicted": " = ".join(predicted["plans"]),
+                    "measured": " = ".join(measured["plans"]), "margin": margin,
+                    "noise": noise, "agree": measured is predicted or margin <= noise})
+    return out
+
+
+def write(runs: list[dict], calibrations: list[dict], command: str, name: str = "seeds",
+          when: str | None = None) -> None:
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
 
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     write_json_atomic(DOCS / f"{name}.json", {"measured": when, "command": command,
                                             "machine": platform.node(),
                                             "calibrations": calibrations, "runs": runs})
@@ -261,6 +288,14 @@ def write(runs: list[dict], calibrations: list[dict], command: str, name: str = 
                 f"{r['summary']['spread']:.0%} | {p:.1f} | {m / p - 1:+.0%} | "
                 f"{r['summary']['gain_measured']:.2f} | {r['summary']['gain_predicted']:.2f} | "
                 f"{r['outputs_match']} |")
+        lines += ["", "The plan predicted best and the plan measured best (a tie where the "
+                  "measured best wins by less than the two plans' spread between passes):", "",
+                  "| model | Mbps | predicted best | measured best | by | spread | agree |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {w['model']} | {w['mbps']:g} | {w['predicted']} | {w['measured']} | "
+                  f"{w['margin']:.0%} | {w['noise']:.0%} | "
+                  f"{'yes' if w['measured'] == w['predicted'] else 'tie' if w['agree'] else 'no'}"
+                  " |" for w in winners(rows)]
         lines.append("")
     write_text_atomic(DOCS / f"{name}-runs.md", "\n".join(lines))
 
