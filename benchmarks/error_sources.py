@@ -65,7 +65,7 @@ def main(argv=None):
     out = Path(args.out or ROOT / "docs" / f"error-sources-{profile_dir(args.profile).name}.md")
     probe = Probe()
     rule = StopRule(min_repeats=10, max_time_s=1.0)
-    summary, by_type_rows = [], []
+    summary, by_type_rows, kernel_rows = [], [], []
     for name in args.models:
         model = load_model(name)
         tg = TaskGraph.from_keras(model)
@@ -102,6 +102,9 @@ def main(argv=None):
                                      tg.graph.nodes[kernel.nodes[0]]["layer_type"])
             measured_by_type[kind] += ms
             predicted_by_type[kind] += predicted[tuple(kernel.nodes)]
+            kernel_rows.append({"model": name, "type": kind, "nodes": list(kernel.nodes),
+                                "layers": [_described(tg.spec(n)) for n in kernel.nodes],
+                                "measured_ms": ms, "predicted_ms": predicted[tuple(kernel.nodes)]})
         measured_sum, predicted_sum = sum(measured_by_type.values()), sum(
             predicted_by_type.values())
         summary.append((name, whole, len(kernel_entries), len(timed), skipped, measured_sum,
@@ -161,8 +164,17 @@ def main(argv=None):
                     "regressors": pred / meas, "full_over_whole": full / whole}
                    for (name, whole, n, distinct, skipped, meas, pred, full, _, _) in summary],
         "by_type": [{"model": name, "type": kind, "measured_ms": meas, "predicted_ms": pred,
-                     "whole_ms": whole} for name, kind, meas, pred, whole in by_type_rows]})
+                     "whole_ms": whole} for name, kind, meas, pred, whole in by_type_rows],
+        "kernels": kernel_rows})
     print(f"wrote {out} and {out.with_suffix('.json').name}")
+
+
+def _described(spec) -> dict:
+    """A layer's spec as JSON: type, shapes, FLOPs, parameters and its plain config values."""
+    plain = (int, float, str, bool, list, tuple, type(None))
+    return {"type": spec.layer_type, "input_shapes": spec.input_shapes,
+            "output_shapes": spec.output_shapes, "flops": spec.flops, "params": spec.params,
+            "config": {k: v for k, v in spec.config.items() if isinstance(v, plain)}}
 
 
 def _kernels(tg, free_types):

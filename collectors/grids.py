@@ -5,11 +5,12 @@ A grid file ``collectors/grids/<LayerType>.json`` holds::
     {"layer_type": "Conv2D", "family": "conv", "random": 260, "seed": 7, "from_models": true,
      "max_gflops": 4, "space": {"hw": [7, 14, 28], "cin": {"values": [...], "weights": [...]}, ...},
      "extra": [{"why": "...", "random": 60, "seed": 8, "space": {"kernel": [2, 4, 6]},
-                "params": [4e6, 16e6]}]}
+                "params": [4e6, 16e6], "exclude_evaluation": true}]}
 
 ``space`` values are lists (uniform) or ``{"values", "weights"}``. ``random`` configurations are
 drawn from the space (redrawn while a kernel exceeds ``max_gflops``, or while an ``extra`` block's
-kernel has fewer or more weights than its optional ``params`` range), and with ``from_models``
+kernel has fewer or more weights than its optional ``params`` range; a block with
+``exclude_evaluation`` never draws a kernel of an evaluation model), and with ``from_models``
 the kernels of the *training* models (``collectors/data/model_split.json``) whose first layer
 has this type are added as they are: the dataset is dense where real models are, and the
 evaluation models never shape it.
@@ -17,6 +18,7 @@ evaluation models never shape it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -60,7 +62,8 @@ class Grid:
                        dict(data["space"]), float(data.get("max_gflops", MAX_KERNEL_GFLOPS)),
                        tuple({"random": int(b["random"]), "seed": int(b.get("seed", 0)),
                               "space": dict(b["space"]),
-                              "params": _params_range(b.get("params"))}
+                              "params": _params_range(b.get("params")),
+                              "exclude_evaluation": bool(b.get("exclude_evaluation", False))}
                              for b in data.get("extra", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise GridError(f"grid file {str(path)!r} is malformed: missing or bad {exc}") from None
@@ -138,8 +141,29 @@ def random_configs(grid: Grid) -> list[KernelConfig]:
     for block in grid.extra:
         sub = Grid(grid.layer_type, grid.family, block["random"], block["seed"], False,
                    {**grid.space, **block["space"]}, grid.max_gflops)
-        configs = _draw_distinct(sub, configs, block.get("params"))
+        exclude = (evaluation_signatures(grid.layer_type) if block.get("exclude_evaluation")
+                   else frozenset())
+        configs = _draw_distinct(sub, configs, block.get("params"), exclude)
     return list(configs.values())
+
+
+#: What makes two kernels "the same layer" for ``exclude_evaluation``: the first layer's type,
+#: shapes and geometry (whatever its bias, activation or the layers fused after it).
+_SIGNATURE = ("layer_type", "in_shape", "out_shape", "kernel_h", "kernel_w", "stride_h",
+              "stride_w", "dilation", "groups", "units")
+
+
+def signature(record: Mapping[str, Any]) -> tuple:
+    return tuple(record.get(key) for key in _SIGNATURE)
+
+
+@functools.lru_cache(maxsize=None)
+def evaluation_signatures(layer_type: str) -> frozenset[tuple]:
+    """The first-layer signatures of the held-out evaluation models' ``layer_type`` kernels: a
+    block drawn near where they live (``"exclude_evaluation": true``) never draws one of their
+    layers, with any tail."""
+    configs = model_configs(model_split()["evaluation"], [layer_type])[layer_type]
+    return frozenset(signature(config.record()) for config in configs)
 
 
 def sample_space(grid: Grid, space: Mapping[str, Any], n: int, seed: int,
@@ -166,9 +190,11 @@ def sample_space(grid: Grid, space: Mapping[str, Any], n: int, seed: int,
 
 
 def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig],
-                   params: tuple[float, float] | None = None) -> dict[str, KernelConfig]:
+                   params: tuple[float, float] | None = None,
+                   exclude: frozenset[tuple] = frozenset()) -> dict[str, KernelConfig]:
     """``configs`` plus up to ``grid.random`` new distinct draws from ``grid.space`` (with
-    ``params``, only kernels whose layers have that many weights)."""
+    ``params``, only kernels whose layers have that many weights; none whose
+    :func:`signature` is in ``exclude``)."""
     rng = random.Random(grid.seed)
     configs = dict(configs)
     wanted = len(configs) + grid.random
@@ -178,8 +204,9 @@ def _draw_distinct(grid: Grid, configs: dict[str, KernelConfig],
         config = _draw_config(grid, rng)
         if config is None or config.key in configs:
             continue
-        record = _record(config)  # builds the kernel once for both checks
-        if record is None or record["flops"] / 1e9 > grid.max_gflops:
+        record = _record(config)  # builds the kernel once for all checks
+        if record is None or record["flops"] / 1e9 > grid.max_gflops \
+                or (exclude and signature(record) in exclude):
             continue
         if params is None or params[0] <= record["params"] <= params[1]:
             configs[config.key] = config

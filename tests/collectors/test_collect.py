@@ -167,6 +167,31 @@ def test_an_extra_block_with_a_params_range_draws_only_kernels_with_that_many_we
     assert any(not 1e5 <= c.record()["params"] <= 1e6 for c in random_configs(free)[3:])
 
 
+def test_an_extra_block_that_excludes_evaluation_never_draws_their_layers(monkeypatch):
+    from dnnsplit.collectors import grids as grids_module
+
+    # the held-out set, for this test: the autoencoder, whose transposed convolutions are
+    # 8->16 (128 filters), 16->32 (64), 32->64 (32) and 64->128 (16), kernel 3, stride 2
+    monkeypatch.setattr(grids_module, "model_split", lambda: {"evaluation": ["ConvAutoencoder"]})
+    grids_module.evaluation_signatures.cache_clear()
+    space = {"hw": [8, 16], "cin": [256, 128, 64], "cout": [128, 64, 96], "kernel": [3],
+             "strides": [2], "padding": ["same"], "use_bias": [True, False],
+             "tail": [[], ["BatchNormalization"]]}
+    block = {"random": 30, "seed": 3, "space": {}}
+    free = random_configs(Grid("Conv2DTranspose", "conv", 0, 1, False, space, extra=(block,)))
+    held_out = {(8, 256, 128), (16, 128, 64)}  # (in size, in channels, filters) of its layers
+
+    def geometry(config):
+        return (config.input_shapes[0][1], config.input_shapes[0][3],
+                dict(config.layers[0][1])["filters"])
+
+    assert held_out & {geometry(c) for c in free}  # the space holds them: drawn when allowed
+    kept = random_configs(Grid("Conv2DTranspose", "conv", 0, 1, False, space,
+                               extra=({**block, "exclude_evaluation": True},)))
+    assert kept and not held_out & {geometry(c) for c in kept}  # any bias, any tail
+    grids_module.evaluation_signatures.cache_clear()
+
+
 def test_a_params_range_must_be_low_then_high(tmp_path):
     grids = tmp_path / "grids"
     grids.mkdir()
