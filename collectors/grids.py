@@ -148,13 +148,17 @@ def random_configs(grid: Grid) -> list[KernelConfig]:
 
 
 #: What makes two kernels "the same layer" for ``exclude_evaluation``: the first layer's type,
-#: shapes and geometry (whatever its bias, activation or the layers fused after it).
+#: shapes (any batch size) and geometry (whatever its bias, activation or the layers fused
+#: after it).
 _SIGNATURE = ("layer_type", "in_shape", "out_shape", "kernel_h", "kernel_w", "stride_h",
               "stride_w", "dilation", "groups", "units")
 
 
 def signature(record: Mapping[str, Any]) -> tuple:
-    return tuple(record.get(key) for key in _SIGNATURE)
+    def unbatched(key, value):
+        return str(value).split("x", 1)[-1] if key in ("in_shape", "out_shape") else value
+
+    return tuple(unbatched(key, record.get(key)) for key in _SIGNATURE)
 
 
 @functools.lru_cache(maxsize=None)

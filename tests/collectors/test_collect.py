@@ -176,7 +176,7 @@ def test_an_extra_block_that_excludes_evaluation_never_draws_their_layers(monkey
     grids_module.evaluation_signatures.cache_clear()
     space = {"hw": [8, 16], "cin": [256, 128, 64], "cout": [128, 64, 96], "kernel": [3],
              "strides": [2], "padding": ["same"], "use_bias": [True, False],
-             "tail": [[], ["BatchNormalization"]]}
+             "tail": [[], ["BatchNormalization"]], "batch": [1, 2]}
     block = {"random": 30, "seed": 3, "space": {}}
     free = random_configs(Grid("Conv2DTranspose", "conv", 0, 1, False, space, extra=(block,)))
     held_out = {(8, 256, 128), (16, 128, 64)}  # (in size, in channels, filters) of its layers
@@ -188,7 +188,7 @@ def test_an_extra_block_that_excludes_evaluation_never_draws_their_layers(monkey
     assert held_out & {geometry(c) for c in free}  # the space holds them: drawn when allowed
     kept = random_configs(Grid("Conv2DTranspose", "conv", 0, 1, False, space,
                                extra=({**block, "exclude_evaluation": True},)))
-    assert kept and not held_out & {geometry(c) for c in kept}  # any bias, any tail
+    assert kept and not held_out & {geometry(c) for c in kept}  # any bias, tail or batch
     grids_module.evaluation_signatures.cache_clear()
 
 

@@ -218,10 +218,15 @@ def test_goal_verdict_says_met_only_when_every_part_of_the_goal_holds():
     one_far = good[:19] + [_result("far", 20 * 1.25, 20)]
     verdict = AccuracyReport("p", one_far).goal_verdict()
     assert "**not met**" in verdict and "1 beyond ±20% (far)" in verdict and "95% within" in verdict
-    # two of twenty at +15%: 90% within 10%, below the 95% goal
-    two_off = good[:18] + [_result("a", 19 * 1.15, 19), _result("b", 20 * 1.15, 20)]
-    verdict = AccuracyReport("p", two_off).goal_verdict()
-    assert "**not met**" in verdict and "90% within ±10%" in verdict and "0 beyond" in verdict
+    # three of twenty at +15%: 85% within 10%, below the 90% goal; two of twenty: met
+    three_off = good[:17] + [_result(m, n * 1.15, n) for m, n in (("a", 18), ("b", 19), ("c", 20))]
+    verdict = AccuracyReport("p", three_off).goal_verdict()
+    assert "**not met**" in verdict and "85% within ±10%" in verdict and "0 beyond" in verdict
+    assert "**met**" in AccuracyReport("p", good[:18] + three_off[18:]).goal_verdict()
+    # a U-Net generator at -17%: inside +-20% but outside its own +-15%
+    unet = good[:19] + [_result("Pix2PixUNet64", 20 * 0.83, 20)]
+    verdict = AccuracyReport("p", unet).goal_verdict()
+    assert "**not met**" in verdict and "U-Nets beyond ±15%: Pix2PixUNet64" in verdict
     # every error small but the ranking reversed: Spearman fails the goal
     reversed_ = [_result(f"m{i}", 1.0 + 0.001 * (19 - i), 1.0 + 0.001 * i) for i in range(20)]
     verdict = AccuracyReport("p", reversed_).goal_verdict()
