@@ -92,7 +92,8 @@ def inside(args) -> None:
                          address=args.address, placement={"phone": "phone", "server": "server"},
                          emulate_links="latency", emulate_factors=False,
                          throttle={"phone": PHONE_FRACTION},
-                         in_flight=1 if latency else None, models_dir=args.models_dir)
+                         in_flight=1 if latency else args.in_flight,
+                         models_dir=args.models_dir)
         results.append({**item, "outputs_match": report.outputs_match,
                         "measured": report.measured, "predicted": report.predicted,
                         "stages": report.stages, "notes": report.notes})
@@ -106,6 +107,10 @@ def main() -> None:
     parser.add_argument("--table", nargs="*", default=["003", "001"])
     parser.add_argument("--mbps", nargs="*", type=float, default=[1.0, 10.0, 100.0])
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="throughput plans: at most this many frames in flight (default: "
+                             "as many as the stages; 1 keeps a device from receiving the next "
+                             "frame's tensors while it computes, for diagnosis)")
     parser.add_argument("--name", default="seeds",
                         help="write docs/NAME.json and docs/NAME-runs.md (e.g. seeds-edge for "
                              "points on the acceleration region's edge)")
@@ -155,7 +160,8 @@ def main() -> None:
                 done = bed.run_on("phone", [
                     sys.executable, str(Path(__file__).resolve()), "--inside", "--todo",
                     str(todo_path), "--results", str(results_path), "--address", bed.address,
-                    "--frames", str(args.frames), "--models-dir", tmp],
+                    "--frames", str(args.frames), "--models-dir", tmp]
+                    + (["--in-flight", str(args.in_flight)] if args.in_flight else []),
                     env={"PYTHONPATH": str(ROOT.parent)})
                 print(done.stdout[-2000:], flush=True)
                 if done.returncode != 0:
