@@ -42,7 +42,8 @@ def main() -> None:
 
     from dnnsplit.partition.costs import DeviceSpec, parse_links, problem_from_graph
     from dnnsplit.partition.graph import TaskGraph
-    from dnnsplit.partition.sweep import REGION_GAIN, log_grid, plot_sweep, sweep
+    from dnnsplit.partition.sweep import (REGION_GAIN, format_ranges, log_grid, plot_sweep,
+                                         sweep)
     from dnnsplit.predictor.files import write_json_atomic, write_text_atomic
     from dnnsplit.predictor.model_source import load_model
 
@@ -79,8 +80,8 @@ def main() -> None:
             row = [p for p in result.points if p.speed == speed]
             top = max(row, key=lambda p: p.gain_best)
             lines.append(f"| {speed:.3g} | {top.gain_best:.2f}x | {top.mbps:.3g} | "
-                         f"{_span(result.split_ranges(speed))} | "
-                         f"{_span(result.split_ranges(speed, REGION_GAIN))} | "
+                         f"{format_ranges(result.split_ranges(speed))} | "
+                         f"{format_ranges(result.split_ranges(speed, REGION_GAIN))} | "
                          f"{row[0].gain_first:.2f}x / {row[-1].gain_first:.2f}x |")
         lines += ["", f"![{name} {objective}](acceleration-region-{name}-{objective}.png)", ""]
     write_text_atomic(DOCS / "acceleration-region.md", "\n".join(lines))
@@ -88,10 +89,6 @@ def main() -> None:
                       {"measured": when, "command": command, "machine": platform.node(),
                        "models": results})
     print("wrote docs/acceleration-region.md")
-
-
-def _span(runs) -> str:
-    return ", ".join(f"{low:.3g} - {high:.3g}" for low, high in runs) or "never"
 
 
 if __name__ == "__main__":

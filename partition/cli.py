@@ -272,7 +272,8 @@ def sweep_command(
     of the first device's speed); where splitting beats all-local and all-offload."""
     from dnnsplit.partition.costs import DeviceSpec, load_costs, parse_links, problem_from_graph
     from dnnsplit.partition.graph import TaskGraph
-    from dnnsplit.partition.sweep import REGION_GAIN, log_grid, plot_sweep, sweep
+    from dnnsplit.partition.sweep import (REGION_GAIN, format_ranges, log_grid, plot_sweep,
+                                         sweep)
     from dnnsplit.predictor.files import write_json_atomic
     from dnnsplit.predictor.model_source import load_model
 
@@ -305,15 +306,11 @@ def sweep_command(
         top = max(row, key=lambda p: p.gain_best)
         beats, region = result.split_ranges(s), result.split_ranges(s, REGION_GAIN)
         typer.echo(f"{s:10.3g} {top.gain_best:9.2f}x {top.mbps:9.3g}  "
-                   f"{_span(beats):45s} {_span(region)}")
+                   f"{format_ranges(beats):45s} {format_ranges(region)}")
     typer.echo(f"gain = the best single device's {unit} / the best plan's; "
                f"{len(result.region())} of {len(result.points)} points split with a gain "
                f">= {REGION_GAIN - 1:.0%}" + (f"; sweep written to {out}" if out else "")
                + (f"; plot {plot}" if plot else ""))
-
-
-def _span(runs) -> str:
-    return ", ".join(f"{low:.3g} - {high:.3g}" for low, high in runs) or "never"
 
 
 def main() -> None:

@@ -70,8 +70,8 @@ class Sweep:
     def split_ranges(self, speed: float, threshold: float = 1.0) -> list[tuple[float, float]]:
         """The bandwidth intervals at ``speed`` where a split beats both the first device alone
         and the others alone by ``threshold``: each interval a maximal run of neighbouring grid
-        points (the region can come in pieces: ResNet50's throughput at a 4x slower phone gains
-        around 12-16 Mbit/s and again above ~80, offloading everything wins between)."""
+        points (the region can come in pieces: for ResNet50's throughput at a 4x slower phone a
+        split wins below ~16 Mbit/s and again above ~80, offloading everything between)."""
         row = sorted((p for p in self.points if p.speed == speed), key=lambda p: p.mbps)
         runs: list[tuple[float, float]] = []
         previous_won = False
@@ -93,6 +93,11 @@ class Sweep:
                 "region_ranges": {f"{s:g}": self.split_ranges(s, REGION_GAIN)
                                   for s in self.speeds},
                 "points": [asdict(p) for p in self.points]}
+
+
+def format_ranges(runs: Sequence[tuple[float, float]]) -> str:
+    """Intervals as text, e.g. ``"0.5 - 16.3, 79.4 - 1e+03"`` (``"never"`` for none)."""
+    return ", ".join(f"{low:.3g} - {high:.3g}" for low, high in runs) or "never"
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
