@@ -130,7 +130,11 @@ def main() -> None:
         inside(args)
         return
     if args.rewrite:
-        saved = json.loads((DOCS / f"{args.name}.json").read_text())
+        path = DOCS / f"{args.name}.json"
+        if not path.is_file():
+            raise SystemExit(f"error: --rewrite needs {path} (written by a run with --name "
+                             f"{args.name})")
+        saved = json.loads(path.read_text())
         write(saved["runs"], saved["calibrations"], saved["command"], args.name,
               when=saved["measured"])
         return
